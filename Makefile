@@ -1,0 +1,47 @@
+# The verbs a person uses. Everything installs into .venv (Python) and .tools (buf, from npm).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/pip install --disable-pip-version-check -q -c constraints.txt
+BUF := .tools/node_modules/.bin/buf
+GEN_OUT := services/common/src
+PROTO_FILES := $(shell find protos -name '*.proto' | sort)
+SERVICES := services/common services/catalog services/generator services/trainer
+STAMP := $(VENV)/.installed
+
+.PHONY: install protos test test-fast lint buf-lint run bench-catalog clean
+
+install: $(STAMP)
+
+$(STAMP): constraints.txt $(foreach s,$(SERVICES),$(s)/pyproject.toml) requirements-dev.txt $(PROTO_FILES)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) grpcio-tools mypy-protobuf
+	$(MAKE) protos
+	$(PIP) $(foreach s,$(SERVICES),-e $(s))
+	$(PIP) -r requirements-dev.txt
+	test -x $(BUF) || npm install --silent --no-audit --no-fund --prefix .tools @bufbuild/buf@1.75.0
+	touch $(STAMP)
+
+# Generated code is never committed: it is rebuilt from protos/ here.
+protos:
+	rm -rf $(GEN_OUT)/imagineer
+	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=$(GEN_OUT) --pyi_out=$(GEN_OUT) \
+		--grpc_python_out=$(GEN_OUT) $(PROTO_FILES)
+
+test: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check services tests bench
+	$(BIN)/lint-imports
+	cd protos && ../$(BUF) lint
+
+run: install
+	$(BIN)/imagineer-catalog serve
+
+bench-catalog: install
+	$(BIN)/python bench/catalog.py
+
+clean:
+	rm -rf $(VENV) .tools $(GEN_OUT)/imagineer

@@ -1,0 +1,1 @@
+"""Imagineer generator."""
