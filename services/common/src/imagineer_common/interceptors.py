@@ -68,7 +68,7 @@ class ServiceInterceptor(grpc.ServerInterceptor):
             try:
                 token = auth.set_caller(self._resolve_caller(method, metadata))
                 return behavior(request, context)
-            except Exception as error:  # noqa: BLE001 - mapped to a status below
+            except Exception as error:  # mapped to a status below
                 if _already_aborted(context):
                     raise
                 self._fail(context, method, error)
@@ -84,7 +84,7 @@ class ServiceInterceptor(grpc.ServerInterceptor):
             try:
                 token = auth.set_caller(self._resolve_caller(method, metadata))
                 yield from behavior(request, context)
-            except Exception as error:  # noqa: BLE001 - mapped to a status below
+            except Exception as error:  # mapped to a status below
                 if _already_aborted(context):
                     raise
                 self._fail(context, method, error)
