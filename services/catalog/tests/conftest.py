@@ -1,34 +1,16 @@
-"""Fixtures for the catalog's unit tests: databases on SQLite and PostgreSQL, a blob store."""
+"""Fixtures for the catalog's unit tests: databases on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import Iterator
-
-import psycopg
 import pytest
-
-# The machine (and CI) run PostgreSQL here with trust auth.
-POSTGRES_ADMIN_URL = os.environ.get("IMAGINEER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def _admin_dsn() -> str:
-    return POSTGRES_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
+from harness.postgres import temporary_database
 
 
 @pytest.fixture
-def postgres_url() -> Iterator[str]:
+def postgres_url():
     """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
-    name = f"imagineer_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(_admin_dsn(), autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    base = _admin_dsn().rsplit("/", 1)[0]
-    try:
-        yield f"{base.replace('postgresql://', 'postgresql+psycopg://')}/{name}"
-    finally:
-        with psycopg.connect(_admin_dsn(), autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with temporary_database() as url:
+        yield url
 
 
 @pytest.fixture

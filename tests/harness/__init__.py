@@ -1,0 +1,1 @@
+"""Test support: run Imagineer services as real processes and talk to them like a client."""
