@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -193,7 +194,7 @@ def _import_file(catalog: Catalog, source: _SourceFile, album_id: int | None, ma
         except OSError as error:
             return "failed", None, f"cannot read the file: {error.strerror or error}"
         except DomainError as error:
-            return "failed", None, error.message
+            return "failed", None, _file_problem(catalog, source, error)
         generation = sidecar.generation
         if (generation.width and generation.width != info.width) or \
                 (generation.height and generation.height != info.height):
@@ -219,6 +220,14 @@ def _import_file(catalog: Catalog, source: _SourceFile, album_id: int | None, ma
             notes.insert(0, f"attached to legacy image {row.id}")
         return "imported", row.id, "; ".join(notes)
     raise AssertionError("unreachable")
+
+
+def _file_problem(catalog: Catalog, source: _SourceFile, error: DomainError) -> str:
+    """An upload error, reworded for a file: no request field names, no temporary paths."""
+    text = error.violations[0].description if isinstance(error, InvalidArgument) and error.violations \
+        else error.message
+    text = text.replace("the upload contained no bytes", "the file is empty")
+    return re.sub(re.escape(str(catalog.blobs.root / "tmp")) + r"/upload-\w+", source.relative_path, text)
 
 
 def _read_chunks(path: Path) -> Iterator[bytes]:

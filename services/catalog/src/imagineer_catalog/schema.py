@@ -21,7 +21,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, inspect
+from sqlalchemy import Connection, Engine, create_engine, inspect
 
 from imagineer_catalog.database import create_catalog_engine, sqlite_path
 
@@ -124,26 +124,43 @@ def _backup_sqlite_file(url: str) -> Path | None:
         return None
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     target = path.with_name(f"{path.name}.pre-adoption-{stamp}.bak")
-    with sqlite3.connect(path) as source, sqlite3.connect(target) as copy:
+    source, copy = sqlite3.connect(path), sqlite3.connect(target)
+    try:
         source.backup(copy)
+    finally:
+        source.close()
+        copy.close()
     return target
 
 
 def upgrade_to_head(url: str) -> UpgradeResult:
     """Upgrades (or adopts, then upgrades) the database at ``url`` to head."""
-    engine = create_catalog_engine(url, foreign_keys=False)
+    # Look with a plain engine first: the catalog's engine switches SQLite to WAL on
+    # connect, and a database we refuse must stay exactly as it was.
+    inspector_engine = create_engine(url)
     try:
-        with engine.connect() as connection:
+        with inspector_engine.connect() as connection:
             before = current_revision(connection)
             legacy_revision = classify_legacy(connection) if before is None else None
-        backup = None
-        config = alembic_config(url)
+    finally:
+        inspector_engine.dispose()
+    backup = None
+    config = alembic_config(url)
+    engine = create_catalog_engine(url, foreign_keys=False)
+    try:
         if legacy_revision is not None:
             backup = _backup_sqlite_file(url)
             log.info("adopting a legacy database at revision %s (copy kept at %s)", legacy_revision, backup)
-            _create_missing_optional_tables(engine)
-            _run(engine, config, lambda cfg: command.stamp(cfg, legacy_revision))
-        _run(engine, config, lambda cfg: command.upgrade(cfg, "head"))
+
+            def adopt(cfg: Config) -> None:
+                # One transaction: a failed upgrade leaves the legacy database as it was.
+                _create_missing_optional_tables(cfg.attributes["connection"])
+                command.stamp(cfg, legacy_revision)
+                command.upgrade(cfg, "head")
+
+            _run(engine, config, adopt)
+        else:
+            _run(engine, config, lambda cfg: command.upgrade(cfg, "head"))
         with engine.connect() as connection:
             after = current_revision(connection)
     finally:
@@ -180,9 +197,8 @@ def _run(engine: Engine, config: Config, action) -> None:
             config.attributes.pop("connection", None)
 
 
-def _create_missing_optional_tables(engine: Engine) -> None:
+def _create_missing_optional_tables(connection: Connection) -> None:
     # Some legacy databases never had migration_history; revision 0001 has it.
     from imagineer_catalog.models import MigrationHistoryRow
 
-    with engine.begin() as connection:
-        MigrationHistoryRow.__table__.create(connection, checkfirst=True)
+    MigrationHistoryRow.__table__.create(connection, checkfirst=True)

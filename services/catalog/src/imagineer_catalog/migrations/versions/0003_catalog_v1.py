@@ -41,6 +41,11 @@ def upgrade() -> None:
         batch.add_column(sa.Column("thumbnail_key", sa.String(255)))
         batch.create_index("ix_images_content_hash", ["content_hash"], unique=True)
 
+    if op.get_bind().dialect.name == "sqlite":
+        # A legacy migration_history has an unnamed UNIQUE(name); copying the table names it.
+        with op.batch_alter_table("migration_history", naming_convention=NAMING, recreate="always"):
+            pass
+
     op.create_index("ix_labels_image_id", "labels", ["image_id"])
     op.create_index("ix_album_images_album_id_sort_order", "album_images", ["album_id", "sort_order"])
     op.create_index("ix_album_images_image_id", "album_images", ["image_id"])
@@ -120,6 +125,14 @@ def downgrade() -> None:
     op.drop_index("ix_album_images_album_id_sort_order", table_name="album_images")
     op.drop_index("ix_labels_image_id", table_name="labels")
 
+    bind = op.get_bind()
+    # SQLite's INTEGER holds 64 bits; PostgreSQL's legacy INTEGER column does not.
+    too_large = bind.dialect.name != "sqlite" and bind.execute(sa.text(
+        "SELECT COUNT(*) FROM images WHERE seed > 2147483647 OR seed < -2147483648")).scalar()
+    if too_large:
+        raise RuntimeError(
+            f"cannot downgrade: {too_large} images have seeds that do not fit the legacy 32-bit column; "
+            "restore a backup taken before the upgrade instead")
     # Rows stored by the catalog have no legacy path; keep their blob key there instead.
     op.execute("UPDATE images SET file_path = COALESCE(blob_key, '') WHERE file_path IS NULL")
     with op.batch_alter_table("images", naming_convention=NAMING) as batch:
