@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from sqlalchemy import func, select
 
-from imagineer_catalog import images, schema
+from imagineer_catalog import albums, images, schema
 from imagineer_catalog.blobstore import BlobStore
 from imagineer_catalog.database import Database, create_catalog_engine
 from imagineer_catalog.importer import ImportEvent, ImportSummary, import_outputs
@@ -182,8 +182,6 @@ def test_same_bytes_in_two_batches_is_one_image_in_both_albums(catalog: Catalog,
 
 
 def test_existing_batch_album_is_reused(catalog: Catalog, tmp_path: Path) -> None:
-    from imagineer_catalog import albums
-
     existing = albums.create(catalog, albums.AlbumFields(name="batch_7", album_type="batch")).row.id
     albums.create(catalog, albums.AlbumFields(name="batch_7", album_type="manual"))
     make_image(tmp_path / "outputs" / "batch_7" / "p.png", (4, 4, 4))

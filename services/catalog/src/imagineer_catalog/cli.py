@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from imagineer_catalog.config import CatalogSettings
+from imagineer_catalog.schema import SchemaNotCurrent, UnrecognisedDatabase
 from imagineer_common.env import SettingError
 from imagineer_common.errors import DomainError
 from imagineer_common.logs import configure_logging
@@ -40,6 +44,63 @@ def _migrate(settings: CatalogSettings, _args) -> int:
     return 0
 
 
+def _import(settings: CatalogSettings, args) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from imagineer_catalog import importer
+    from imagineer_catalog.app import open_catalog, prepare_schema
+
+    prepare_schema(settings)
+    catalog = open_catalog(settings)
+    console = Console(stderr=True)
+    failures: list[str] = []
+    try:
+        updates = importer.import_outputs(catalog, Path(args.directory).resolve(),
+                                          make_public=not args.private)
+        columns = (TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=console, transient=True) as progress:
+            task = progress.add_task("import", total=None)
+            for update in updates:
+                if isinstance(update, importer.ImportSummary):
+                    summary = update
+                    continue
+                progress.update(task, total=update.files_total, completed=update.files_done)
+                if update.outcome == "failed":
+                    failures.append(f"{update.relative_path}: {update.message}")
+    finally:
+        catalog.db.dispose()
+    for line in failures:
+        console.print(f"[red]failed[/red] {line}")
+    print(f"imported {summary.imported}, already present {summary.already_present}, failed {summary.failed}, "
+          f"albums created {summary.albums_created}")
+    return EXIT_FAILURE if summary.failed else 0
+
+
+def _backup(settings: CatalogSettings, args) -> int:
+    from imagineer_catalog import backup
+    from imagineer_catalog.app import open_catalog, prepare_schema
+
+    prepare_schema(settings)
+    catalog = open_catalog(settings)
+    try:
+        manifest = backup.backup(catalog, Path(args.file).resolve())
+    finally:
+        catalog.db.dispose()
+    print(f"backed up {manifest.total_rows} rows and {len(manifest.blobs)} files "
+          f"({manifest.blob_bytes} bytes) at revision {manifest.alembic_revision} to {args.file}")
+    return 0
+
+
+def _restore(settings: CatalogSettings, args) -> int:
+    from imagineer_catalog import backup
+
+    manifest = backup.restore(Path(args.file).resolve(), settings.database_url, settings.storage_root)
+    print(f"restored {manifest.total_rows} rows and {len(manifest.blobs)} files into {settings.storage_root} "
+          f"and the configured database")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="imagineer-catalog",
@@ -48,10 +109,19 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="run the gRPC server (upgrades the database first unless turned off)")
     commands.add_parser("migrate", help="upgrade the database to the latest schema (adopts a legacy database)")
+    importing = commands.add_parser("import", help="import a legacy outputs folder (subfolders become batch albums)")
+    importing.add_argument("directory", help="the outputs folder")
+    importing.add_argument("--private", action="store_true", help="make imported images private")
+    backing_up = commands.add_parser(
+        "backup", help="write a consistent backup (database rows and files) to FILE; safe while the service runs")
+    backing_up.add_argument("file", help="the backup file to write (a tar archive)")
+    restoring = commands.add_parser(
+        "restore", help="restore FILE into the configured (empty) database and storage root")
+    restoring.add_argument("file", help="a backup written by `imagineer-catalog backup`")
     return parser
 
 
-COMMANDS = {"serve": _serve, "migrate": _migrate}
+COMMANDS = {"serve": _serve, "migrate": _migrate, "import": _import, "backup": _backup, "restore": _restore}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,13 +131,21 @@ def main(argv: list[str] | None = None) -> int:
     except SettingError as error:
         print(f"configuration error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    configure_logging("catalog", level=settings.log_level, json_format=settings.log_json)
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    # One-shot commands print their own results; only the server logs its routine.
+    level = settings.log_level if args.command == "serve" else "WARNING"
+    configure_logging("catalog", level=level, json_format=settings.log_json)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         return COMMANDS[args.command](settings, args)
     except DomainError as error:
         print(f"error: {error.message}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except (SchemaNotCurrent, UnrecognisedDatabase) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    except SQLAlchemyError as error:
+        print(f"database error: {error.__class__.__name__}: {getattr(error, 'orig', None) or error}", file=sys.stderr)
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
 

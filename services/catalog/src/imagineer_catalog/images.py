@@ -216,7 +216,9 @@ def store_staged_image(catalog: Catalog, staged: StagedBlob, info: imaging.Image
                     thumbnail_key = catalog.blobs.publish(thumbnail_staged)
                     published.append(thumbnail_key)
                 now = utcnow()
-                row = session.get(ImageRow, adopt_legacy_row) if adopt_legacy_row else None
+                row = session.get(ImageRow, adopt_legacy_row, with_for_update=True) if adopt_legacy_row else None
+                if row is not None and row.content_hash is not None:
+                    row = None  # another import attached a file to it meanwhile: store a new row
                 if row is None:
                     row = ImageRow(
                         filename=_unique_filename(session, upload.filename, staged.sha256),

@@ -138,7 +138,7 @@ def _run(catalog: Catalog, files: list[_SourceFile], make_public: bool) -> Itera
     counts: dict[str, int] = {"imported": 0, "already_present": 0, "failed": 0}
     albums: dict[str, int | str] = {}  # folder name -> album id, or why the album could not be made
     albums_created = 0
-    # Which file takes over a legacy row of a given file name (see _legacy_owner).
+    # Which file takes over a legacy row of a given file name (see _legacy_row).
     paths_by_name: dict[str, list[str]] = {}
     for source in files:
         paths_by_name.setdefault(source.path.name, []).append(source.relative_path)

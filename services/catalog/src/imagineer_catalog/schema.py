@@ -137,6 +137,9 @@ def upgrade_to_head(url: str) -> UpgradeResult:
     """Upgrades (or adopts, then upgrades) the database at ``url`` to head."""
     # Look with a plain engine first: the catalog's engine switches SQLite to WAL on
     # connect, and a database we refuse must stay exactly as it was.
+    path = sqlite_path(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
     inspector_engine = create_engine(url)
     try:
         with inspector_engine.connect() as connection:

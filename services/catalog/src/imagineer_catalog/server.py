@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 from google.protobuf import empty_pb2
 
 from imagineer.catalog.v1 import catalog_service_pb2 as api
 from imagineer.catalog.v1 import catalog_service_pb2_grpc as api_grpc
 from imagineer.catalog.v1 import resources_pb2 as res
-from imagineer_catalog import albums, artifacts, convert, images, jobs, labels
+from imagineer_catalog import albums, artifacts, convert, images, importer, jobs, labels
 from imagineer_catalog.images import FileDownload
 from imagineer_catalog.store import Catalog
 from imagineer_common.auth import current_caller
@@ -24,6 +25,13 @@ SERVICE_NAME = api.DESCRIPTOR.services_by_name["CatalogService"].full_name
 PUBLIC_METHODS = frozenset(
     f"/{SERVICE_NAME}/{name}" for name in (
         "GetImage", "ListImages", "DownloadImage", "GetImageThumbnail", "GetAlbum", "ListAlbums", "ListAlbumImages"))
+
+
+IMPORT_OUTCOMES = {
+    "imported": api.IMPORT_OUTCOME_IMPORTED,
+    "already_present": api.IMPORT_OUTCOME_ALREADY_PRESENT,
+    "failed": api.IMPORT_OUTCOME_FAILED,
+}
 
 
 class ReadinessGate:
@@ -262,3 +270,20 @@ class CatalogServicer(api_grpc.CatalogServiceServicer):
     def DeleteArtifact(self, request, context):
         artifacts.delete(self.catalog, request.id)
         return empty_pb2.Empty()
+
+    # Import
+
+    def ImportOutputs(self, request, context):
+        make_public = request.make_public if request.HasField("make_public") else True
+        # Validates the folder before the first message goes out.
+        updates = importer.import_outputs(self.catalog, Path(request.directory), make_public=make_public)
+        for update in updates:
+            if isinstance(update, importer.ImportSummary):
+                yield api.ImportOutputsResponse(summary=api.ImportSummary(
+                    imported=update.imported, already_present=update.already_present, failed=update.failed,
+                    albums_created=update.albums_created))
+            else:
+                yield api.ImportOutputsResponse(file=api.ImportFileResult(
+                    relative_path=update.relative_path, outcome=IMPORT_OUTCOMES[update.outcome],
+                    image_id=str(update.image_id or ""), album_id=str(update.album_id or ""),
+                    message=update.message, files_done=update.files_done, files_total=update.files_total))

@@ -1,0 +1,539 @@
+"""Catalog benchmark: ingest through UploadImage, and ListImages deep paging, each against a baseline.
+
+1. Ingest: N distinct tiny PNGs (with a generation record) are uploaded through the UploadImage RPC of a
+   real catalog process by a few concurrent client threads. The baseline, measured in the same run, inserts
+   the same image rows with plain SQLAlchemy (one ImageRow per transaction) into a separate fresh database
+   of the same kind. ``ingest_ratio`` = RPC images/s / SQLAlchemy rows/s (goal: >= 0.5).
+2. Deep paging: the catalog is topped up, while its process is stopped, with legacy-style rows (no file,
+   content_hash NULL) bulk-inserted with SQLAlchemy until it holds M images. ListImages (page_size 50) is
+   timed on the first page and on a page deep in the listing, reached once by following next_page_token;
+   the same token is then reused for every timed call. ``deep_page_ratio`` = deep median / first median
+   (goal: <= 1.5).
+
+A missed goal is reported, never turned into a failing exit status; only errors exit non-zero. The last
+line of output is one JSON object with the figures.
+
+    .venv/bin/python bench/catalog.py                 # SQLite, 10,000 uploads, 100,000-image catalog
+    .venv/bin/python bench/catalog.py --quick         # 1,000 uploads, 10,000-image catalog
+    .venv/bin/python bench/catalog.py --database-url postgresql://postgres@127.0.0.1:5432/test
+
+With ``--database-url`` the bench connects to that PostgreSQL server, creates two throw-away databases
+next to the one named (the catalog's and the baseline's) and drops them at the end; the role needs the
+CREATEDB privilege.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from PIL import Image
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from sqlalchemy import func, insert, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from imagineer.catalog.v1 import catalog_service_pb2 as api
+from imagineer.catalog.v1 import catalog_service_pb2_grpc as api_grpc
+from imagineer.common.v1 import common_pb2
+from imagineer_catalog.blobstore import key_for
+from imagineer_catalog.database import create_catalog_engine
+from imagineer_catalog.models import ImageRow
+from imagineer_catalog.schema import upgrade_to_head
+
+INGEST_GOAL = 0.5  # ingest_ratio must be at least this
+DEEP_PAGE_GOAL = 1.5  # deep_page_ratio must be at most this
+PAGE_SIZE = 50
+WALK_PAGE_SIZE = 500  # the server's maximum; AIP-158 lets page_size change between calls
+WARMUP_UPLOADS = 20
+WARMUP_CALLS = 5
+BULK_BATCH = 5_000
+IMAGE_SIDE = 8
+
+console = Console(stderr=True)  # progress and notes; the table and the JSON line go to stdout
+out = Console()
+
+
+# --- the catalog as a separate process -----------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class CatalogProcess:
+    """`python -m imagineer_catalog serve` on a free port, logging into ``data_dir/catalog.log``."""
+
+    data_dir: Path
+    database_url: str
+    admin_token: str
+    port: int = 0
+    process: subprocess.Popen | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "catalog.log"
+
+    def start(self, timeout: float = 60.0) -> CatalogProcess:
+        self.port = free_port()
+        env = {**os.environ,
+               "IMAGINEER_CATALOG_DATA_DIR": str(self.data_dir),
+               "IMAGINEER_CATALOG_DATABASE_URL": self.database_url,
+               "IMAGINEER_CATALOG_ADMIN_TOKENS": self.admin_token,
+               "IMAGINEER_CATALOG_PORT": str(self.port),
+               "IMAGINEER_CATALOG_LOG_FORMAT": "text"}
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", "imagineer_catalog", "serve"], env=env,
+                                            stdout=log, stderr=subprocess.STDOUT)
+        try:
+            self._wait_serving(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_serving(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        with grpc.insecure_channel(self.address) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            while time.monotonic() < deadline:
+                if self.process is not None and self.process.poll() is not None:
+                    raise RuntimeError(f"the catalog exited with code {self.process.returncode}:\n{self.log_tail()}")
+                try:
+                    if health.Check(health_pb2.HealthCheckRequest(), timeout=1).status == \
+                            health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.RpcError:
+                    pass
+                time.sleep(0.1)
+        raise RuntimeError(f"the catalog did not report SERVING within {timeout:.0f}s:\n{self.log_tail()}")
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def log_tail(self, lines: int = 40) -> str:
+        if not self.log_path.exists():
+            return "(no log)"
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+# --- databases --------------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def bench_databases(database_url: str | None, workdir: Path) -> Iterator[tuple[str, str, str]]:
+    """Yields (catalog URL, baseline URL, backend name): two empty databases of the same kind."""
+    if not database_url:
+        yield f"sqlite:///{workdir / 'catalog.db'}", f"sqlite:///{workdir / 'baseline.db'}", "sqlite"
+        return
+    import psycopg  # only needed for PostgreSQL
+
+    url = make_url(database_url)
+    if url.get_backend_name() != "postgresql":
+        raise SystemExit(f"--database-url must be a PostgreSQL URL, not {url.get_backend_name()!r}")
+    admin_dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    stem = f"imagineer_bench_{secrets.token_hex(4)}"
+    names = [f"{stem}_catalog", f"{stem}_baseline"]
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        for name in names:
+            admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        urls = [url.set(drivername="postgresql+psycopg", database=name).render_as_string(hide_password=False)
+                for name in names]
+        yield urls[0], urls[1], "postgresql"
+    finally:
+        with psycopg.connect(admin_dsn, autocommit=True) as admin:
+            for name in names:
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# --- the images -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BenchImage:
+    filename: str
+    data: bytes
+    sha256: str
+    seed: int
+
+
+def make_image(index: int, prefix: str) -> BenchImage:
+    """A distinct 8x8 PNG: its pixels are hashes of the index."""
+    pixels = b"".join(hashlib.sha256(f"{prefix}-{index}-{part}".encode()).digest() for part in range(6))
+    buffer = io.BytesIO()
+    Image.frombytes("RGB", (IMAGE_SIDE, IMAGE_SIDE), pixels[: IMAGE_SIDE * IMAGE_SIDE * 3]).save(buffer, "PNG")
+    data = buffer.getvalue()
+    return BenchImage(filename=f"{prefix}_{index:07d}.png", data=data, sha256=hashlib.sha256(data).hexdigest(),
+                      seed=1_000_000 + index)
+
+
+def generation_fields(image: BenchImage) -> dict:
+    """The generation record every bench image carries (in the RPC and in the baseline's rows)."""
+    return {"prompt": f"a lighthouse on a cliff at dusk, study {image.seed}", "negative_prompt": "blurry, low quality",
+            "seed": image.seed, "steps": 30, "guidance_scale": 7.5, "scheduler": "euler",
+            "base_model": "imagineer/tiny-sd", "width": IMAGE_SIDE, "height": IMAGE_SIDE}
+
+
+# --- phase 1: ingest ------------------------------------------------------------------------------------------
+
+
+def upload_requests(image: BenchImage) -> Iterator[api.UploadImageRequest]:
+    yield api.UploadImageRequest(metadata=api.ImageUploadMetadata(
+        filename=image.filename, generation=common_pb2.GenerationParameters(**generation_fields(image)),
+        is_public=True))
+    yield api.UploadImageRequest(chunk_data=image.data)
+
+
+def run_threads(count: int, work: Callable[[int], None]) -> float:
+    """Runs ``work(thread_index)`` on ``count`` threads started together; returns the wall time in seconds."""
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(count + 1)
+
+    def target(index: int) -> None:
+        barrier.wait()
+        try:
+            work(index)
+        except BaseException as error:  # re-raised in the calling thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=target, args=(i,), daemon=True) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    if errors:
+        raise errors[0]
+    return elapsed
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.value = 0
+        self._lock = threading.Lock()
+
+    def add(self, amount: int = 1) -> None:
+        with self._lock:
+            self.value += amount
+
+
+@contextmanager
+def progress_bar(description: str, total: int, counter: Counter) -> Iterator[None]:
+    """A bar on stderr that follows ``counter`` while the block runs."""
+    stop = threading.Event()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as progress:
+        task = progress.add_task(description, total=total)
+
+        def follow() -> None:
+            while not stop.wait(0.2):
+                progress.update(task, completed=counter.value)
+
+        follower = threading.Thread(target=follow, daemon=True)
+        follower.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            follower.join()
+
+
+def rpc_ingest(address: str, admin: tuple, images: list[BenchImage], clients: int, label: str = "") -> float:
+    """Uploads ``images`` over ``clients`` threads, each with its own channel; returns images per second."""
+    done = Counter()
+
+    def work(index: int) -> None:
+        with grpc.insecure_channel(address) as channel:
+            stub = api_grpc.CatalogServiceStub(channel)
+            for image in images[index::clients]:
+                reply = stub.UploadImage(upload_requests(image), metadata=admin, timeout=60)
+                if reply.already_existed or reply.image.sha256 != image.sha256:
+                    raise RuntimeError(f"unexpected reply for {image.filename}: {reply}")
+                done.add()
+
+    if not label:
+        return len(images) / run_threads(clients, work)
+    with progress_bar(label, len(images), done):
+        return len(images) / run_threads(clients, work)
+
+
+def image_row(image: BenchImage, now: datetime) -> ImageRow:
+    """The row the catalog writes for an upload, with the same metadata."""
+    fields = generation_fields(image)
+    return ImageRow(filename=image.filename, prompt=fields["prompt"], negative_prompt=fields["negative_prompt"],
+                    seed=fields["seed"], steps=fields["steps"], guidance_scale=fields["guidance_scale"],
+                    scheduler=fields["scheduler"], base_model=fields["base_model"], width=IMAGE_SIDE,
+                    height=IMAGE_SIDE, is_public=True, is_nsfw=False, created_at=now, updated_at=now,
+                    content_hash=image.sha256, content_type="image/png", size_bytes=len(image.data),
+                    blob_key=key_for(image.sha256),
+                    thumbnail_key=key_for(hashlib.sha256(image.sha256.encode()).hexdigest()))
+
+
+def sqlalchemy_ingest(database_url: str, images: list[BenchImage], warmup: list[BenchImage]) -> float:
+    """Inserts one ImageRow per transaction, on one connection; returns rows per second."""
+    engine = create_catalog_engine(database_url)
+    done = Counter()
+
+    def insert_all(batch: list[BenchImage], counter: Counter | None) -> None:
+        for image in batch:
+            with Session(engine) as session, session.begin():
+                session.add(image_row(image, datetime.now(UTC).replace(tzinfo=None)))
+            if counter is not None:
+                counter.add()
+
+    try:
+        insert_all(warmup, None)
+        with progress_bar("SQLAlchemy inserts", len(images), done):
+            started = time.perf_counter()
+            insert_all(images, done)
+            elapsed = time.perf_counter() - started
+    finally:
+        engine.dispose()
+    return len(images) / elapsed
+
+
+# --- phase 2: deep paging -------------------------------------------------------------------------------------
+
+
+def top_up(database_url: str, target: int) -> int:
+    """Bulk-inserts legacy-style rows (no file, content_hash NULL) until the catalog holds ``target`` images."""
+    engine = create_catalog_engine(database_url)
+    try:
+        with Session(engine) as session:
+            existing = session.scalar(select(func.count()).select_from(ImageRow)) or 0
+        missing = max(0, target - existing)
+        start = datetime.now(UTC).replace(tzinfo=None)
+        done = Counter()
+        with progress_bar("bulk insert", missing, done):
+            for first in range(0, missing, BULK_BATCH):
+                rows = []
+                for index in range(first, min(first + BULK_BATCH, missing)):
+                    created = start + timedelta(milliseconds=index)
+                    rows.append({"filename": f"legacy_{index:07d}.png", "prompt": f"legacy prompt {index}",
+                                 "negative_prompt": None, "seed": index, "steps": 25, "guidance_scale": 7.0,
+                                 "width": 512, "height": 512, "lora_config": None, "is_nsfw": index % 10 == 0,
+                                 "is_public": index % 3 != 0, "created_at": created, "updated_at": created,
+                                 "file_path": f"/srv/imagineer/outputs/legacy_{index:07d}.png"})
+                with engine.begin() as connection:
+                    connection.execute(insert(ImageRow), rows)
+                done.add(len(rows))
+        return existing + missing
+    finally:
+        engine.dispose()
+
+
+def timed_list(stub, admin: tuple, token: str) -> tuple[float, api.ListImagesResponse]:
+    request = api.ListImagesRequest(page_size=PAGE_SIZE, page_token=token)
+    started = time.perf_counter()
+    reply = stub.ListImages(request, metadata=admin, timeout=30)
+    return (time.perf_counter() - started) * 1000, reply
+
+
+def deep_token(stub, admin: tuple, depth: int) -> str:
+    """Follows next_page_token from the start until ``depth`` images have been served."""
+    served, token = 0, ""
+    while served < depth:
+        size = WALK_PAGE_SIZE if depth - served >= WALK_PAGE_SIZE else PAGE_SIZE
+        reply = stub.ListImages(api.ListImagesRequest(page_size=size, page_token=token), metadata=admin, timeout=30)
+        served += len(reply.images)
+        token = reply.next_page_token
+        if not token:
+            raise RuntimeError(f"the listing ended after {served} images, before the deep page at {depth}")
+    return token
+
+
+@dataclass
+class PagingResult:
+    first_ms: list[float]
+    deep_ms: list[float]
+    depth: int
+    deep_first_id: str
+
+
+def measure_paging(address: str, admin: tuple, catalog_size: int, repeats: int, deep_fraction: float) -> PagingResult:
+    depth = int(catalog_size * deep_fraction) // PAGE_SIZE * PAGE_SIZE
+    with grpc.insecure_channel(address) as channel:
+        stub = api_grpc.CatalogServiceStub(channel)
+        token = deep_token(stub, admin, depth)
+        for _ in range(WARMUP_CALLS):
+            timed_list(stub, admin, "")
+            _, reply = timed_list(stub, admin, token)
+        if len(reply.images) != PAGE_SIZE:
+            raise RuntimeError(f"the deep page has {len(reply.images)} images, expected {PAGE_SIZE}")
+        first, deep = [], []
+        for _ in range(repeats):  # interleaved, so drift affects both alike
+            first.append(timed_list(stub, admin, "")[0])
+            deep.append(timed_list(stub, admin, token)[0])
+    return PagingResult(first_ms=first, deep_ms=deep, depth=depth, deep_first_id=reply.images[0].id)
+
+
+# --- the run --------------------------------------------------------------------------------------------------
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, help="images to upload through the RPC (default 10000)")
+    parser.add_argument("--catalog-size", type=int, help="images in the catalog for paging (default 100000)")
+    parser.add_argument("--quick", action="store_true", help="1000 uploads and a 10000-image catalog")
+    parser.add_argument("--clients", type=int, default=4, help="concurrent upload threads (default 4)")
+    parser.add_argument("--repeats", type=int, default=50, help="timed ListImages calls per page (default 50)")
+    parser.add_argument("--deep-fraction", type=float, default=0.9,
+                        help="how deep the deep page is, as a fraction of the catalog (default 0.9)")
+    parser.add_argument("--database-url", help="a PostgreSQL server to run on (throw-away databases are made "
+                                               "there); default: SQLite files in a temporary folder")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, SQLite files)")
+    args = parser.parse_args(argv)
+    args.images = args.images or (1_000 if args.quick else 10_000)
+    args.catalog_size = args.catalog_size or (10_000 if args.quick else 100_000)
+    if args.images < 1 or args.clients < 1 or args.repeats < 1 or not 0 < args.deep_fraction < 1:
+        parser.error("--images, --clients and --repeats must be positive and --deep-fraction between 0 and 1")
+    return args
+
+
+def run(args: argparse.Namespace) -> dict:
+    with ExitStack() as stack:
+        workdir = Path(tempfile.mkdtemp(prefix="imagineer-bench-"))
+        if args.keep:
+            console.log(f"keeping {workdir}")
+        else:
+            stack.callback(shutil.rmtree, workdir, ignore_errors=True)
+        catalog_url, baseline_url, backend = stack.enter_context(bench_databases(args.database_url, workdir))
+        token = secrets.token_urlsafe(16)
+        admin = (("authorization", f"Bearer {token}"),)
+        catalog = CatalogProcess(data_dir=workdir / "catalog", database_url=catalog_url, admin_token=token)
+        catalog.data_dir.mkdir()
+        stack.callback(catalog.stop)
+
+        console.log(f"backend {backend}; making {args.images} images")
+        images = [make_image(i, "bench") for i in range(args.images)]
+        warmup = [make_image(i, "warmup") for i in range(WARMUP_UPLOADS)]
+
+        catalog.start()
+        console.log(f"catalog serving at {catalog.address}; uploading with {args.clients} clients")
+        rpc_ingest(catalog.address, admin, warmup, args.clients)
+        rpc_rate = rpc_ingest(catalog.address, admin, images, args.clients, label="UploadImage")
+        catalog.stop()
+        console.log(f"UploadImage: {rpc_rate:.1f} images/s")
+
+        upgrade_to_head(baseline_url)
+        sql_rate = sqlalchemy_ingest(baseline_url, images, warmup)
+        console.log(f"SQLAlchemy: {sql_rate:.1f} rows/s")
+
+        catalog_size = top_up(catalog_url, args.catalog_size)
+        catalog.start()
+        console.log(f"catalog restarted with {catalog_size} images; timing ListImages")
+        paging = measure_paging(catalog.address, admin, catalog_size, args.repeats, args.deep_fraction)
+        catalog.stop()
+        if catalog.process is not None and catalog.process.returncode not in (0, None):
+            console.log(f"[yellow]the catalog exited with code {catalog.process.returncode}[/]")
+        report = {
+            "rpc_rate": rpc_rate, "sql_rate": sql_rate, "paging": paging, "catalog_size": catalog_size,
+            "backend": backend, "images": args.images, "clients": args.clients,
+        }
+    return report
+
+
+def render(args: argparse.Namespace, report: dict) -> dict:
+    paging: PagingResult = report["paging"]
+    first_ms, deep_ms = statistics.median(paging.first_ms), statistics.median(paging.deep_ms)
+    ingest_ratio = report["rpc_rate"] / report["sql_rate"]
+    deep_ratio = deep_ms / first_ms
+
+    def verdict(met: bool) -> str:
+        return "[green]goal met[/]" if met else "[red]goal missed[/]"
+
+    table = Table(title=f"Catalog benchmark ({report['backend']}, {args.images} uploads by {args.clients} clients, "
+                        f"{report['catalog_size']} images listed)")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_column("note")
+    table.add_row("UploadImage RPC", f"{report['rpc_rate']:.1f} images/s", "8x8 PNG + generation record")
+    table.add_row("plain SQLAlchemy inserts", f"{report['sql_rate']:.1f} rows/s", "one ImageRow per transaction")
+    table.add_row("ingest_ratio", f"{ingest_ratio:.3f}", f">= {INGEST_GOAL}: {verdict(ingest_ratio >= INGEST_GOAL)}")
+    table.add_section()
+    table.add_row("ListImages first page", f"{first_ms:.2f} ms",
+                  f"median of {len(paging.first_ms)}, p90 {percentile(paging.first_ms, 0.9):.2f} ms")
+    table.add_row("ListImages deep page", f"{deep_ms:.2f} ms",
+                  f"after {paging.depth} images (from id {paging.deep_first_id}), median of {len(paging.deep_ms)}, "
+                  f"p90 {percentile(paging.deep_ms, 0.9):.2f} ms")
+    table.add_row("deep_page_ratio", f"{deep_ratio:.3f}",
+                  f"<= {DEEP_PAGE_GOAL}: {verdict(deep_ratio <= DEEP_PAGE_GOAL)}")
+    out.print(table)
+    return {
+        "bench": "catalog",
+        "ingest_ratio": round(ingest_ratio, 4),
+        "deep_page_ratio": round(deep_ratio, 4),
+        "rpc_ingest_per_s": round(report["rpc_rate"], 2),
+        "sqlalchemy_ingest_per_s": round(report["sql_rate"], 2),
+        "first_page_ms": round(first_ms, 3),
+        "deep_page_ms": round(deep_ms, 3),
+        "images": args.images,
+        "catalog_size": report["catalog_size"],
+        "backend": report["backend"],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        report = run(args)
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        return 130
+    except Exception as error:  # any failure of the service or the database is an error of the run
+        console.print_exception() if os.environ.get("BENCH_DEBUG") else console.print(f"[red]error:[/] {error}")
+        return 1
+    figures = render(args, report)
+    sys.stderr.flush()
+    out.file.flush()
+    print(json.dumps(figures), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
