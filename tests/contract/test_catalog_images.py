@@ -211,7 +211,7 @@ def test_delete_removes_image_and_then_not_found(stub, admin):
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     # The same bytes can come back as a new image afterwards.
     again = upload_image(stub, png_bytes(seed=500), admin, filename="del.png")
-    assert not again.already_existed
+    assert not again.already_existed and again.image.id != image.id  # ids are never reused
     _, body = download_image(stub, again.image.id, admin)
     assert body == png_bytes(seed=500)
 

@@ -40,6 +40,7 @@ class Base(DeclarativeBase):
 
 class ImageRow(Base):
     __tablename__ = "images"
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     filename: Mapped[str] = mapped_column(String(255), unique=True)
@@ -73,7 +74,7 @@ class ImageRow(Base):
 
 class LabelRow(Base):
     __tablename__ = "labels"
-    __table_args__ = (Index("ix_labels_image_id", "image_id"),)
+    __table_args__ = (Index("ix_labels_image_id", "image_id"), {"sqlite_autoincrement": True})
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     image_id: Mapped[int] = mapped_column(Integer, ForeignKey("images.id"))
@@ -90,6 +91,7 @@ class LabelRow(Base):
 
 class AlbumRow(Base):
     __tablename__ = "albums"
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(255))
@@ -123,6 +125,7 @@ class AlbumImageRow(Base):
 
 class ScrapeJobRow(Base):
     __tablename__ = "scrape_jobs"
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(255))
@@ -151,6 +154,7 @@ class ScrapeJobRow(Base):
 
 class TrainingRunRow(Base):
     __tablename__ = "training_runs"
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(255))
@@ -189,7 +193,8 @@ class MigrationHistoryRow(Base):
 
 class ArtifactRow(Base):
     __tablename__ = "artifacts"
-    __table_args__ = (Index("ix_artifacts_content_hash_kind", "content_hash", "kind", unique=True),)
+    __table_args__ = (Index("ix_artifacts_content_hash_kind", "content_hash", "kind", unique=True),
+                      {"sqlite_autoincrement": True})
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(255))

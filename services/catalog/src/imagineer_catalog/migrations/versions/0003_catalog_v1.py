@@ -28,8 +28,16 @@ NAMING = {
 }
 
 
+# Ids are public: on SQLite a plain INTEGER PRIMARY KEY hands the id of a deleted
+# last row to the next insert, so a client's stale id would name a new resource.
+# AUTOINCREMENT never reuses ids (PostgreSQL sequences never do).
+SQLITE_NEVER_REUSE_IDS = {"recreate": "always", "table_kwargs": {"sqlite_autoincrement": True}}
+
+
 def upgrade() -> None:
-    with op.batch_alter_table("images", naming_convention=NAMING) as batch:
+    sqlite = op.get_bind().dialect.name == "sqlite"
+    never_reuse_ids = SQLITE_NEVER_REUSE_IDS if sqlite else {}
+    with op.batch_alter_table("images", naming_convention=NAMING, **never_reuse_ids) as batch:
         batch.alter_column("file_path", existing_type=sa.String(500), nullable=True)
         batch.alter_column("seed", existing_type=sa.Integer(), type_=sa.BigInteger())
         batch.add_column(sa.Column("scheduler", sa.String(50)))
@@ -41,16 +49,19 @@ def upgrade() -> None:
         batch.add_column(sa.Column("thumbnail_key", sa.String(255)))
         batch.create_index("ix_images_content_hash", ["content_hash"], unique=True)
 
-    if op.get_bind().dialect.name == "sqlite":
+    if sqlite:
         # A legacy migration_history has an unnamed UNIQUE(name); copying the table names it.
         with op.batch_alter_table("migration_history", naming_convention=NAMING, recreate="always"):
             pass
+        for table in ("albums", "labels"):
+            with op.batch_alter_table(table, naming_convention=NAMING, **SQLITE_NEVER_REUSE_IDS):
+                pass
 
     op.create_index("ix_labels_image_id", "labels", ["image_id"])
     op.create_index("ix_album_images_album_id_sort_order", "album_images", ["album_id", "sort_order"])
     op.create_index("ix_album_images_image_id", "album_images", ["image_id"])
 
-    with op.batch_alter_table("scrape_jobs", naming_convention=NAMING) as batch:
+    with op.batch_alter_table("scrape_jobs", naming_convention=NAMING, **never_reuse_ids) as batch:
         batch.alter_column("progress", existing_type=sa.Integer(), type_=sa.Float())
         batch.add_column(sa.Column("stage", sa.String(50)))
         batch.add_column(sa.Column("pages_seen", sa.Integer()))
@@ -63,7 +74,7 @@ def upgrade() -> None:
         batch.create_foreign_key("fk_scrape_jobs_album_id_albums", "albums", ["album_id"], ["id"],
                                  ondelete="SET NULL")
 
-    with op.batch_alter_table("training_runs", naming_convention=NAMING) as batch:
+    with op.batch_alter_table("training_runs", naming_convention=NAMING, **never_reuse_ids) as batch:
         batch.alter_column("progress", existing_type=sa.Integer(), type_=sa.Float())
         batch.add_column(sa.Column("current_step", sa.Integer()))
         batch.add_column(sa.Column("total_steps", sa.Integer()))
@@ -87,6 +98,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["training_run_id"], ["training_runs.id"],
                                 name="fk_artifacts_training_run_id_training_runs", ondelete="SET NULL"),
         sa.PrimaryKeyConstraint("id", name="pk_artifacts"),
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_artifacts_content_hash_kind", "artifacts", ["content_hash", "kind"], unique=True)
     op.create_index("ix_artifacts_training_run_id", "artifacts", ["training_run_id"])
