@@ -154,6 +154,13 @@ def test_create_training_run_keeps_the_writable_fields_it_validates(stub, admin)
     assert run.error_message == "resumed from checkpoint"
 
 
+def test_create_training_run_in_a_terminal_state_records_its_end(stub, admin):
+    run = make_run(stub, admin, state=COMPLETED)
+    assert run.state == COMPLETED
+    assert run.HasField("end_time")  # "when it reached a terminal state"
+    expect_error(lambda: update_run(stub, admin, run.id, ["state"], state=RUNNING), grpc.StatusCode.FAILED_PRECONDITION)
+
+
 def test_create_training_run_with_unknown_artifact_is_not_found(stub, admin):
     error = expect_error(lambda: make_run(stub, admin, artifact_id="99999999"), grpc.StatusCode.NOT_FOUND)
     assert error_reason(error) == "ARTIFACT_NOT_FOUND"
@@ -513,6 +520,18 @@ def test_create_scrape_job_records_source_album_and_config(stub, admin):
     assert stub.GetScrapeJob(api.GetScrapeJobRequest(id=job.id), metadata=admin) == job
 
 
+def test_create_scrape_job_keeps_the_counters_it_validates(stub, admin):
+    """Create rejects negative counters, so the counters it accepts must be stored, not silently zeroed."""
+    job = make_job(stub, admin, pages_seen=3, images_found=9, images_kept=7, images_skipped=2,
+                   skip_reasons={"duplicate": 2}, error_count=1, error_message="one timeout", progress_percent=30.0)
+    fetched = stub.GetScrapeJob(api.GetScrapeJobRequest(id=job.id), metadata=admin)
+    assert fetched == job
+    assert (job.pages_seen, job.images_found, job.images_kept, job.images_skipped) == (3, 9, 7, 2)
+    assert dict(job.skip_reasons) == {"duplicate": 2}
+    assert job.error_count == 1 and job.error_message == "one timeout"
+    assert job.progress_percent == pytest.approx(30.0)
+
+
 @pytest.mark.parametrize("url", ["", "ftp://example.com/x", "example.com/gallery", "javascript:alert(1)",
                                  "file:///etc/passwd", "https://example.com/" + "a" * 500])
 def test_scrape_job_source_url_must_be_http(stub, admin, url):
@@ -527,6 +546,7 @@ def test_scrape_job_source_url_must_be_http(stub, admin, url):
     ({"progress_percent": -1.0}, "scrape_job.progress_percent"),
     ({"stage": "s" * 51}, "scrape_job.stage"),
     ({"album_id": "nope"}, "scrape_job.album_id"),
+    ({"images_kept": -1}, "scrape_job.images_kept"),
 ])
 def test_create_scrape_job_rejects_bad_fields(stub, admin, fields, field):
     error = expect_error(lambda: make_job(stub, admin, **fields), grpc.StatusCode.INVALID_ARGUMENT)

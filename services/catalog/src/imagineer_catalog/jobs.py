@@ -16,7 +16,15 @@ from sqlalchemy.orm import Session
 
 from imagineer_catalog.models import AlbumRow, ArtifactRow, ScrapeJobRow, TrainingRunRow
 from imagineer_catalog.paging import page_request
-from imagineer_catalog.store import Catalog, load_json, parse_id, remember_request, remembered_request, utcnow
+from imagineer_catalog.store import (
+    Catalog,
+    create_once,
+    load_json,
+    parse_id,
+    remember_request,
+    remembered_request,
+    utcnow,
+)
 from imagineer_common.errors import FailedPrecondition, InvalidArgument, NotFound, ViolationCollector
 
 STATES = ("pending", "queued", "running", "completed", "failed", "cancelled", "interrupted")
@@ -140,24 +148,23 @@ def training_album_ids(row: TrainingRunRow) -> list[int]:
 
 
 def create_training_run(catalog: Catalog, fields: JobFields, request_id: str = "") -> TrainingRunRow:
-    with catalog.db.write() as session:
-        earlier = remembered_request(session, "CreateTrainingRun", request_id)
-        if earlier is not None:
-            return require_training_run(session, earlier)
-        album_ids = _validate_training(session, fields, None)
-        config = dict(fields.config or {})
-        config["album_ids"] = album_ids  # where the legacy app kept them
-        now = utcnow()
-        row = TrainingRunRow(name=fields.name.strip(), description=fields.description or None, dataset_path="",
-                             output_path="", training_config=json.dumps(config), status=fields.state or "pending",
-                             progress=0.0, current_step=0, total_steps=fields.total_steps or None,
-                             created_at=now, updated_at=now)
-        if row.status == "running":
-            row.started_at = now
-        session.add(row)
-        session.flush()
-        remember_request(session, "CreateTrainingRun", request_id, row.id)
-        return row
+    def create() -> TrainingRunRow:
+        with catalog.db.write() as session:
+            earlier = remembered_request(session, "CreateTrainingRun", request_id)
+            if earlier is not None:
+                return require_training_run(session, earlier)
+            album_ids = _validate_training(session, fields, None)
+            now = utcnow()
+            row = TrainingRunRow(name="", dataset_path="", output_path="", status="pending", created_at=now)
+            row.training_config = json.dumps({"album_ids": album_ids})  # where the legacy app kept them
+            _initial_state(row, fields.state)
+            _assign_training(row, fields, TRAINING_RUN_FIELDS - {"state"})
+            session.add(row)
+            session.flush()
+            remember_request(session, "CreateTrainingRun", request_id, row.id)
+            return row
+
+    return create_once(catalog, "CreateTrainingRun", request_id, create, require_training_run)
 
 
 def require_training_run(session: Session, run_id: int) -> TrainingRunRow:
@@ -212,32 +219,83 @@ def update_training_run(catalog: Catalog, run_id: str, paths: list[str], fields:
         if row is None:
             raise NotFound(f"training run {key} not found", reason="TRAINING_RUN_NOT_FOUND")
         _validate_training(session, fields, wanted)
-        if "state" in wanted:
-            _apply_state(row, fields.state)
-        elif known_state(row.status) in TERMINAL and wanted - {"name", "description"}:
-            raise FailedPrecondition(f"training run {key} is {row.status}; its progress can no longer change",
-                                     reason="JOB_FINISHED")
-        if "name" in wanted:
-            row.name = fields.name.strip()
-        if "description" in wanted:
-            row.description = fields.description or None
-        if "config" in wanted:
-            config = dict(fields.config or {})
-            config["album_ids"] = training_album_ids(row)
-            row.training_config = json.dumps(config)
-        if "progress_percent" in wanted:
-            row.progress = fields.progress_percent
-        for name in ("current_step", "total_steps", "training_loss", "validation_loss"):
-            if name in wanted:
-                setattr(row, name, getattr(fields, name))
-        if "error_message" in wanted:
-            row.error_message = fields.error_message or None
-            if fields.error_message:
-                row.last_error_at = utcnow()
-        if "artifact_id" in wanted:
-            row.artifact_id = int(fields.artifact_id) if fields.artifact_id else None
-        row.updated_at = utcnow()
+        _assign_training(row, fields, wanted)
         return row
+
+
+def _initial_state(row: TrainingRunRow | ScrapeJobRow, state: str) -> None:
+    """A new record may start in any state (an import of finished work, say); its times follow."""
+    row.status = state or "pending"
+    now = utcnow()
+    if row.status == "running" or row.status in TERMINAL:
+        row.started_at = now
+    if row.status in TERMINAL:
+        row.completed_at = now
+
+
+def _finished_guard(row: TrainingRunRow | ScrapeJobRow, wanted: set[str], what: str) -> None:
+    """A finished job keeps its results: only its name and description may still change."""
+    if wanted - {"name", "description", "state"}:
+        raise FailedPrecondition(f"{what} {row.id} is {row.status}; its progress can no longer change",
+                                 reason="JOB_FINISHED")
+
+
+def _assign_training(row: TrainingRunRow, fields: JobFields, wanted: set[str]) -> None:
+    was_finished = row.id is not None and known_state(row.status) in TERMINAL
+    if "state" in wanted:
+        _apply_state(row, fields.state)  # a forbidden transition is reported as such first
+    if was_finished:
+        _finished_guard(row, wanted, "training run")
+    if "name" in wanted:
+        row.name = fields.name.strip()
+    if "description" in wanted:
+        row.description = fields.description or None
+    if "config" in wanted:
+        config = dict(fields.config or {})
+        config["album_ids"] = training_album_ids(row)
+        row.training_config = json.dumps(config)
+    if "progress_percent" in wanted:
+        row.progress = fields.progress_percent
+    for name in ("current_step", "total_steps", "training_loss", "validation_loss"):
+        if name in wanted:
+            setattr(row, name, getattr(fields, name))
+    if "error_message" in wanted:
+        row.error_message = fields.error_message or None
+        if fields.error_message:
+            row.last_error_at = utcnow()
+    if "artifact_id" in wanted:
+        row.artifact_id = int(fields.artifact_id) if fields.artifact_id else None
+    row.updated_at = utcnow()
+
+
+def _assign_scrape(row: ScrapeJobRow, fields: JobFields, wanted: set[str]) -> None:
+    was_finished = row.id is not None and known_state(row.status) in TERMINAL
+    if "state" in wanted:
+        _apply_state(row, fields.state)  # a forbidden transition is reported as such first
+    if was_finished:
+        _finished_guard(row, wanted, "scrape job")
+    simple = {"name": "name", "stage": "stage", "pages_seen": "pages_seen", "images_found": "images_found",
+              "images_kept": "images_scraped", "images_skipped": "images_skipped", "error_count": "error_count",
+              "progress_percent": "progress"}
+    for path, column in simple.items():
+        if path in wanted:
+            value = getattr(fields, path)
+            setattr(row, column, value.strip() if isinstance(value, str) else value)
+    if "stage" in wanted:
+        row.stage = row.stage or None
+    if "description" in wanted:
+        row.description = fields.description or None
+    if "config" in wanted:
+        row.scrape_config = json.dumps(fields.config) if fields.config else None
+    if "skip_reasons" in wanted:
+        row.skip_reasons = json.dumps(fields.skip_reasons) if fields.skip_reasons else None
+    if "error_message" in wanted:
+        row.error_message = fields.error_message or None
+        if fields.error_message:
+            row.last_error_at = utcnow()
+    if "album_id" in wanted:
+        row.album_id = int(fields.album_id) if fields.album_id else None
+    row.updated_at = utcnow()
 
 
 def _validate_scrape(session: Session, fields: JobFields, paths: set[str] | None) -> None:
@@ -260,23 +318,21 @@ def _validate_scrape(session: Session, fields: JobFields, paths: set[str] | None
 
 
 def create_scrape_job(catalog: Catalog, fields: JobFields, request_id: str = "") -> ScrapeJobRow:
-    with catalog.db.write() as session:
-        earlier = remembered_request(session, "CreateScrapeJob", request_id)
-        if earlier is not None:
-            return require_scrape_job(session, earlier)
-        _validate_scrape(session, fields, None)
-        now = utcnow()
-        row = ScrapeJobRow(name=fields.name.strip(), description=fields.description or None,
-                           source_url=fields.source_url,
-                           scrape_config=json.dumps(fields.config) if fields.config else None,
-                           status=fields.state or "pending", progress=0.0, images_scraped=0, pages_seen=0,
-                           images_found=0, images_skipped=0, error_count=0, stage=fields.stage or None,
-                           album_id=int(fields.album_id) if fields.album_id else None,
-                           created_at=now, updated_at=now)
-        session.add(row)
-        session.flush()
-        remember_request(session, "CreateScrapeJob", request_id, row.id)
-        return row
+    def create() -> ScrapeJobRow:
+        with catalog.db.write() as session:
+            earlier = remembered_request(session, "CreateScrapeJob", request_id)
+            if earlier is not None:
+                return require_scrape_job(session, earlier)
+            _validate_scrape(session, fields, None)
+            row = ScrapeJobRow(name="", source_url=fields.source_url, status="pending", created_at=utcnow())
+            _initial_state(row, fields.state)
+            _assign_scrape(row, fields, SCRAPE_JOB_FIELDS - {"state"})
+            session.add(row)
+            session.flush()
+            remember_request(session, "CreateScrapeJob", request_id, row.id)
+            return row
+
+    return create_once(catalog, "CreateScrapeJob", request_id, create, require_scrape_job)
 
 
 def require_scrape_job(session: Session, job_id: int) -> ScrapeJobRow:
@@ -305,29 +361,5 @@ def update_scrape_job(catalog: Catalog, job_id: str, paths: list[str], fields: J
         if row is None:
             raise NotFound(f"scrape job {key} not found", reason="SCRAPE_JOB_NOT_FOUND")
         _validate_scrape(session, fields, wanted)
-        if "state" in wanted:
-            _apply_state(row, fields.state)
-        elif known_state(row.status) in TERMINAL and wanted - {"name", "description"}:
-            raise FailedPrecondition(f"scrape job {key} is {row.status}; its progress can no longer change",
-                                     reason="JOB_FINISHED")
-        simple = {"name": "name", "stage": "stage", "pages_seen": "pages_seen", "images_found": "images_found",
-                  "images_kept": "images_scraped", "images_skipped": "images_skipped", "error_count": "error_count",
-                  "progress_percent": "progress"}
-        for path, column in simple.items():
-            if path in wanted:
-                value = getattr(fields, path)
-                setattr(row, column, value.strip() if isinstance(value, str) else value)
-        if "description" in wanted:
-            row.description = fields.description or None
-        if "config" in wanted:
-            row.scrape_config = json.dumps(fields.config) if fields.config else None
-        if "skip_reasons" in wanted:
-            row.skip_reasons = json.dumps(fields.skip_reasons) if fields.skip_reasons else None
-        if "error_message" in wanted:
-            row.error_message = fields.error_message or None
-            if fields.error_message:
-                row.last_error_at = utcnow()
-        if "album_id" in wanted:
-            row.album_id = int(fields.album_id) if fields.album_id else None
-        row.updated_at = utcnow()
+        _assign_scrape(row, fields, wanted)
         return row

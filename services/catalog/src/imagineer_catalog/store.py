@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Select, select, union
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from imagineer_catalog.blobstore import BlobStore
@@ -16,6 +17,7 @@ from imagineer_catalog.database import Database
 from imagineer_catalog.models import ArtifactRow, ImageRow, RequestKeyRow
 from imagineer_common.errors import InvalidArgument
 
+T = TypeVar("T")
 DEFAULT_MAX_UPLOAD_BYTES = 2 * 1024 * 1024 * 1024
 
 
@@ -89,6 +91,22 @@ def remember_request(session: Session, method: str, request_id: str, resource_id
     if request_id:
         session.add(RequestKeyRow(method=method, request_id=request_id, resource_id=resource_id,
                                   created_at=utcnow()))
+
+
+def create_once(catalog: Catalog, method: str, request_id: str, create: Callable[[], T],
+                fetch: Callable[[Session, int], T]) -> T:
+    """Runs ``create``; when an overlapping retry with the same request_id won the race
+    (unique key violation on PostgreSQL), answers with what that retry created."""
+    try:
+        return create()
+    except IntegrityError:
+        if not request_id:
+            raise
+        with catalog.db.read() as session:
+            earlier = remembered_request(session, method, request_id)
+            if earlier is None:
+                raise
+            return fetch(session, earlier)
 
 
 def sweep_storage(catalog: Catalog) -> tuple[int, int]:
