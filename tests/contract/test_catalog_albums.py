@@ -75,6 +75,29 @@ def expect_error(code: grpc.StatusCode, call, *args, **kwargs) -> grpc.RpcError:
     return caught.value
 
 
+def race(actions: list) -> list:
+    """Runs each action in its own thread, all released at the same moment; returns their results in order."""
+    barrier = threading.Barrier(len(actions))
+    results: list = [None] * len(actions)
+    errors: list[BaseException] = []
+
+    def run(index: int) -> None:
+        try:
+            barrier.wait(timeout=30)
+            results[index] = actions[index]()
+        except BaseException as error:  # reported by the calling thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(index,)) for index in range(len(actions))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors, errors
+    assert not any(thread.is_alive() for thread in threads)
+    return results
+
+
 # CreateAlbum
 
 
@@ -144,6 +167,17 @@ def test_create_album_retry_with_request_id_returns_the_first_album(stub, admin)
     assert other.id != first.id
     assert len(all_albums(stub, admin)) == before + 2
 
+
+
+def test_concurrent_retries_with_one_request_id_make_one_album(stub, admin):
+    # A client whose first call timed out retries while that call is still running.
+    for attempt in range(3):
+        request = api.CreateAlbumRequest(album=res.Album(name=f"concurrent retry {attempt}"),
+                                         request_id=str(uuid.uuid4()))
+        before = len(all_albums(stub, admin))
+        replies = race([lambda request=request: stub.CreateAlbum(request, metadata=admin)] * 6)
+        assert len({reply.id for reply in replies}) == 1
+        assert len(all_albums(stub, admin)) == before + 1
 
 def test_create_album_refuses_an_overlong_request_id(stub, admin):
     before = len(all_albums(stub, admin))
@@ -744,23 +778,8 @@ def test_anonymous_callers_see_only_public_safe_images_of_a_public_album(stub, a
 def test_concurrent_adds_to_one_album_give_each_image_one_place(stub, admin):
     album = make_album(stub, admin, name="crowded")
     batches = [make_images(stub, admin, 11700 + 10 * n, 3) for n in range(8)]
-    barrier = threading.Barrier(len(batches))
-    errors: list[BaseException] = []
-
-    def worker(batch: list[str]) -> None:
-        try:
-            barrier.wait(timeout=30)
-            reply = add(stub, admin, album.id, batch)
-            assert list(reply.added_image_ids) == batch
-        except BaseException as error:  # reported by the main thread
-            errors.append(error)
-
-    threads = [threading.Thread(target=worker, args=(batch,)) for batch in batches]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert not errors, errors
+    replies = race([lambda batch=batch: add(stub, admin, album.id, batch) for batch in batches])
+    assert [list(reply.added_image_ids) for reply in replies] == batches
     entries = members(stub, album.id, admin)
     ids = [e.image.id for e in entries]
     assert sorted(ids) == sorted(i for batch in batches for i in batch)

@@ -108,8 +108,11 @@ def album_message(view: albums.AlbumView) -> res.Album:
         image_count=view.image_count, create_time=timestamp(row.created_at), update_time=timestamp(row.updated_at))
 
 
-def album_fields(message: res.Album, *, creating: bool) -> albums.AlbumFields:
-    album_type = ALBUM_TYPE.text(message.album_type, "album.album_type") or ("manual" if creating else "")
+def album_fields(message: res.Album, *, creating: bool, paths: list[str] | None = None) -> albums.AlbumFields:
+    # Fields outside an update mask are ignored, so an odd value there is no error.
+    checks_type = creating or "album_type" in (paths or [])
+    album_type = ALBUM_TYPE.text(message.album_type, "album.album_type") if checks_type else ""
+    album_type = album_type or ("manual" if creating else "")
     return albums.AlbumFields(
         name=message.name, description=message.description, album_type=album_type, is_public=message.is_public,
         is_training_source=message.is_training_source, created_by=message.created_by,

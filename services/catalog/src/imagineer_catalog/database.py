@@ -29,6 +29,10 @@ def sqlite_path(url: str) -> Path | None:
     return Path(parsed.database)
 
 
+def _unicode_lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
+
+
 def create_catalog_engine(url: str, *, foreign_keys: bool = True) -> Engine:
     """An engine for ``url``; ``foreign_keys=False`` is for migrations that copy SQLite tables."""
     if not is_sqlite(url):
@@ -48,6 +52,8 @@ def create_catalog_engine(url: str, *, foreign_keys: bool = True) -> Engine:
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
         cursor.close()
+        # SQLite's built-in lower() folds ASCII only; PostgreSQL's folds every letter.
+        dbapi_connection.create_function("lower", 1, _unicode_lower, deterministic=True)
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection):

@@ -151,7 +151,7 @@ class CatalogServicer(api_grpc.CatalogServiceServicer):
         return api.ListAlbumsResponse(albums=[convert.album_message(v) for v in views], next_page_token=token)
 
     def UpdateAlbum(self, request, context):
-        fields = convert.album_fields(request.album, creating=False)
+        fields = convert.album_fields(request.album, creating=False, paths=list(request.update_mask.paths))
         view = albums.update_album(self.catalog, request.album.id, list(request.update_mask.paths), fields)
         return convert.album_message(view)
 
