@@ -1,9 +1,10 @@
 """Catalog benchmark: ingest through UploadImage, and ListImages deep paging, each against a baseline.
 
 1. Ingest: N distinct tiny PNGs (with a generation record) are uploaded through the UploadImage RPC of a
-   real catalog process by a few concurrent client threads. The baseline, measured in the same run, inserts
-   the same image rows with plain SQLAlchemy (one ImageRow per transaction) into a separate fresh database
-   of the same kind. ``ingest_ratio`` = RPC images/s / SQLAlchemy rows/s (goal: >= 0.5).
+   real catalog process by a few concurrent client threads. The baseline inserts the same image rows with
+   plain SQLAlchemy, one ImageRow per transaction, one after the other, into a separate fresh database of the
+   same kind (engine settings as the catalog's). The two alternate in rounds, so a change of load on the
+   machine weighs on both. ``ingest_ratio`` = RPC images/s / SQLAlchemy rows/s (goal: >= 0.5).
 2. Deep paging: the catalog is topped up, while its process is stopped, with legacy-style rows (no file,
    content_hash NULL) bulk-inserted with SQLAlchemy until it holds M images. ListImages (page_size 50) is
    timed on the first page and on a page deep in the listing, reached once by following next_page_token;
@@ -49,10 +50,12 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from sqlalchemy import func, insert, select
+from sqlalchemy import Engine, func, insert, select
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session
 
 from imagineer.catalog.v1 import catalog_service_pb2 as api
@@ -165,8 +168,6 @@ def bench_databases(database_url: str | None, workdir: Path) -> Iterator[tuple[s
     import psycopg  # only needed for PostgreSQL
 
     url = make_url(database_url)
-    if url.get_backend_name() != "postgresql":
-        raise SystemExit(f"--database-url must be a PostgreSQL URL, not {url.get_backend_name()!r}")
     admin_dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
     stem = f"imagineer_bench_{secrets.token_hex(4)}"
     names = [f"{stem}_catalog", f"{stem}_baseline"]
@@ -257,16 +258,17 @@ class Counter:
 
 
 @contextmanager
-def progress_bar(description: str, total: int, counter: Counter) -> Iterator[None]:
-    """A bar on stderr that follows ``counter`` while the block runs."""
+def progress_bars(*bars: tuple[str, int, Counter]) -> Iterator[None]:
+    """Bars on stderr, one per (description, total, counter), following the counters while the block runs."""
     stop = threading.Event()
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as progress:
-        task = progress.add_task(description, total=total)
+    with Progress(TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True, disable=not console.is_terminal) as progress:
+        tasks = [(progress.add_task(description, total=total), counter) for description, total, counter in bars]
 
         def follow() -> None:
             while not stop.wait(0.2):
-                progress.update(task, completed=counter.value)
+                for task, counter in tasks:
+                    progress.update(task, completed=counter.value)
 
         follower = threading.Thread(target=follow, daemon=True)
         follower.start()
@@ -277,9 +279,8 @@ def progress_bar(description: str, total: int, counter: Counter) -> Iterator[Non
             follower.join()
 
 
-def rpc_ingest(address: str, admin: tuple, images: list[BenchImage], clients: int, label: str = "") -> float:
-    """Uploads ``images`` over ``clients`` threads, each with its own channel; returns images per second."""
-    done = Counter()
+def rpc_ingest(address: str, admin: tuple, images: list[BenchImage], clients: int, done: Counter) -> float:
+    """Uploads ``images`` over ``clients`` threads, each with its own channel; returns the wall time."""
 
     def work(index: int) -> None:
         with grpc.insecure_channel(address) as channel:
@@ -290,10 +291,7 @@ def rpc_ingest(address: str, admin: tuple, images: list[BenchImage], clients: in
                     raise RuntimeError(f"unexpected reply for {image.filename}: {reply}")
                 done.add()
 
-    if not label:
-        return len(images) / run_threads(clients, work)
-    with progress_bar(label, len(images), done):
-        return len(images) / run_threads(clients, work)
+    return run_threads(clients, work)
 
 
 def image_row(image: BenchImage, now: datetime) -> ImageRow:
@@ -308,27 +306,55 @@ def image_row(image: BenchImage, now: datetime) -> ImageRow:
                     thumbnail_key=key_for(hashlib.sha256(image.sha256.encode()).hexdigest()))
 
 
-def sqlalchemy_ingest(database_url: str, images: list[BenchImage], warmup: list[BenchImage]) -> float:
-    """Inserts one ImageRow per transaction, on one connection; returns rows per second."""
-    engine = create_catalog_engine(database_url)
-    done = Counter()
+def sqlalchemy_ingest(engine: Engine, images: list[BenchImage], done: Counter) -> float:
+    """Inserts one ImageRow per transaction, one after the other; returns the wall time."""
+    started = time.perf_counter()
+    for image in images:
+        with Session(engine) as session, session.begin():
+            session.add(image_row(image, datetime.now(UTC).replace(tzinfo=None)))
+        done.add()
+    return time.perf_counter() - started
 
-    def insert_all(batch: list[BenchImage], counter: Counter | None) -> None:
-        for image in batch:
-            with Session(engine) as session, session.begin():
-                session.add(image_row(image, datetime.now(UTC).replace(tzinfo=None)))
-            if counter is not None:
-                counter.add()
 
+@dataclass
+class IngestResult:
+    rpc_seconds: list[float]  # per round
+    sql_seconds: list[float]
+    round_sizes: list[int]
+
+    @property
+    def rpc_rate(self) -> float:
+        return sum(self.round_sizes) / sum(self.rpc_seconds)
+
+    @property
+    def sql_rate(self) -> float:
+        return sum(self.round_sizes) / sum(self.sql_seconds)
+
+    def round_ratios(self) -> list[float]:
+        return [sql / rpc for rpc, sql in zip(self.rpc_seconds, self.sql_seconds, strict=True)]
+
+
+def measure_ingest(address: str, admin: tuple, baseline_url: str, images: list[BenchImage], clients: int,
+                   rounds: int) -> IngestResult:
+    """Alternates RPC uploads and SQLAlchemy inserts in rounds, so a change of load on the machine
+    during the run weighs on both alike."""
+    upgrade_to_head(baseline_url)
+    engine = create_catalog_engine(baseline_url)
     try:
-        insert_all(warmup, None)
-        with progress_bar("SQLAlchemy inserts", len(images), done):
-            started = time.perf_counter()
-            insert_all(images, done)
-            elapsed = time.perf_counter() - started
+        warmup = [make_image(i, "warmup") for i in range(WARMUP_UPLOADS)]
+        rpc_ingest(address, admin, warmup, clients, Counter())
+        sqlalchemy_ingest(engine, warmup, Counter())
+        size = -(-len(images) // rounds)
+        chunks = [images[i:i + size] for i in range(0, len(images), size)]
+        result = IngestResult([], [], [len(chunk) for chunk in chunks])
+        rpc_done, sql_done = Counter(), Counter()
+        with progress_bars(("UploadImage", len(images), rpc_done), ("SQLAlchemy", len(images), sql_done)):
+            for chunk in chunks:
+                result.rpc_seconds.append(rpc_ingest(address, admin, chunk, clients, rpc_done))
+                result.sql_seconds.append(sqlalchemy_ingest(engine, chunk, sql_done))
+        return result
     finally:
         engine.dispose()
-    return len(images) / elapsed
 
 
 # --- phase 2: deep paging -------------------------------------------------------------------------------------
@@ -343,7 +369,7 @@ def top_up(database_url: str, target: int) -> int:
         missing = max(0, target - existing)
         start = datetime.now(UTC).replace(tzinfo=None)
         done = Counter()
-        with progress_bar("bulk insert", missing, done):
+        with progress_bars(("bulk insert", missing, done)):
             for first in range(0, missing, BULK_BATCH):
                 rows = []
                 for index in range(first, min(first + BULK_BATCH, missing)):
@@ -386,11 +412,13 @@ class PagingResult:
     first_ms: list[float]
     deep_ms: list[float]
     depth: int
-    deep_first_id: str
 
 
 def measure_paging(address: str, admin: tuple, catalog_size: int, repeats: int, deep_fraction: float) -> PagingResult:
-    depth = int(catalog_size * deep_fraction) // PAGE_SIZE * PAGE_SIZE
+    depth = max(PAGE_SIZE, int(catalog_size * deep_fraction) // PAGE_SIZE * PAGE_SIZE)
+    if depth + PAGE_SIZE > catalog_size:
+        raise RuntimeError(f"a catalog of {catalog_size} images has no deep page; use --catalog-size {2 * PAGE_SIZE} "
+                           "or more")
     with grpc.insecure_channel(address) as channel:
         stub = api_grpc.CatalogServiceStub(channel)
         token = deep_token(stub, admin, depth)
@@ -403,7 +431,7 @@ def measure_paging(address: str, admin: tuple, catalog_size: int, repeats: int, 
         for _ in range(repeats):  # interleaved, so drift affects both alike
             first.append(timed_list(stub, admin, "")[0])
             deep.append(timed_list(stub, admin, token)[0])
-    return PagingResult(first_ms=first, deep_ms=deep, depth=depth, deep_first_id=reply.images[0].id)
+    return PagingResult(first_ms=first, deep_ms=deep, depth=depth)
 
 
 # --- the run --------------------------------------------------------------------------------------------------
@@ -421,6 +449,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--catalog-size", type=int, help="images in the catalog for paging (default 100000)")
     parser.add_argument("--quick", action="store_true", help="1000 uploads and a 10000-image catalog")
     parser.add_argument("--clients", type=int, default=4, help="concurrent upload threads (default 4)")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="ingest rounds, alternating RPC uploads and SQLAlchemy inserts (default 5)")
     parser.add_argument("--repeats", type=int, default=50, help="timed ListImages calls per page (default 50)")
     parser.add_argument("--deep-fraction", type=float, default=0.9,
                         help="how deep the deep page is, as a fraction of the catalog (default 0.9)")
@@ -428,14 +458,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                                "there); default: SQLite files in a temporary folder")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, SQLite files)")
     args = parser.parse_args(argv)
-    args.images = args.images or (1_000 if args.quick else 10_000)
-    args.catalog_size = args.catalog_size or (10_000 if args.quick else 100_000)
-    if args.images < 1 or args.clients < 1 or args.repeats < 1 or not 0 < args.deep_fraction < 1:
-        parser.error("--images, --clients and --repeats must be positive and --deep-fraction between 0 and 1")
+    if args.images is None:
+        args.images = 1_000 if args.quick else 10_000
+    if args.catalog_size is None:
+        args.catalog_size = 10_000 if args.quick else 100_000
+    if min(args.images, args.catalog_size, args.clients, args.rounds, args.repeats) < 1:
+        parser.error("--images, --catalog-size, --clients, --rounds and --repeats must be at least 1")
+    if not 0 < args.deep_fraction < 1:
+        parser.error("--deep-fraction must be between 0 and 1")
+    if args.database_url:
+        try:
+            backend = make_url(args.database_url).get_backend_name()
+        except ArgumentError:
+            parser.error(f"--database-url {args.database_url!r} is not a database URL")
+        if backend != "postgresql":
+            parser.error(f"--database-url must be a PostgreSQL URL, not {backend!r} (SQLite is the default)")
     return args
 
 
-def run(args: argparse.Namespace) -> dict:
+@dataclass
+class Report:
+    backend: str
+    ingest: IngestResult
+    paging: PagingResult
+    catalog_size: int
+
+
+def run(args: argparse.Namespace) -> Report:
     with ExitStack() as stack:
         workdir = Path(tempfile.mkdtemp(prefix="imagineer-bench-"))
         if args.keep:
@@ -449,58 +498,49 @@ def run(args: argparse.Namespace) -> dict:
         catalog.data_dir.mkdir()
         stack.callback(catalog.stop)
 
-        console.log(f"backend {backend}; making {args.images} images")
         images = [make_image(i, "bench") for i in range(args.images)]
-        warmup = [make_image(i, "warmup") for i in range(WARMUP_UPLOADS)]
-
         catalog.start()
-        console.log(f"catalog serving at {catalog.address}; uploading with {args.clients} clients")
-        rpc_ingest(catalog.address, admin, warmup, args.clients)
-        rpc_rate = rpc_ingest(catalog.address, admin, images, args.clients, label="UploadImage")
+        console.log(f"{backend}: catalog serving at {catalog.address}; {args.images} uploads by {args.clients} "
+                    f"clients, alternating with SQLAlchemy inserts in {args.rounds} rounds")
+        ingest = measure_ingest(catalog.address, admin, baseline_url, images, args.clients, args.rounds)
         catalog.stop()
-        console.log(f"UploadImage: {rpc_rate:.1f} images/s")
-
-        upgrade_to_head(baseline_url)
-        sql_rate = sqlalchemy_ingest(baseline_url, images, warmup)
-        console.log(f"SQLAlchemy: {sql_rate:.1f} rows/s")
+        console.log(f"UploadImage {ingest.rpc_rate:.1f} images/s, SQLAlchemy {ingest.sql_rate:.1f} rows/s")
 
         catalog_size = top_up(catalog_url, args.catalog_size)
         catalog.start()
         console.log(f"catalog restarted with {catalog_size} images; timing ListImages")
         paging = measure_paging(catalog.address, admin, catalog_size, args.repeats, args.deep_fraction)
         catalog.stop()
-        if catalog.process is not None and catalog.process.returncode not in (0, None):
-            console.log(f"[yellow]the catalog exited with code {catalog.process.returncode}[/]")
-        report = {
-            "rpc_rate": rpc_rate, "sql_rate": sql_rate, "paging": paging, "catalog_size": catalog_size,
-            "backend": backend, "images": args.images, "clients": args.clients,
-        }
-    return report
+        return Report(backend=backend, ingest=ingest, paging=paging, catalog_size=catalog_size)
 
 
-def render(args: argparse.Namespace, report: dict) -> dict:
-    paging: PagingResult = report["paging"]
+def render(args: argparse.Namespace, report: Report) -> dict:
+    ingest, paging = report.ingest, report.paging
     first_ms, deep_ms = statistics.median(paging.first_ms), statistics.median(paging.deep_ms)
-    ingest_ratio = report["rpc_rate"] / report["sql_rate"]
+    ingest_ratio = ingest.rpc_rate / ingest.sql_rate
     deep_ratio = deep_ms / first_ms
+    per_round = ingest.round_ratios()
 
     def verdict(met: bool) -> str:
         return "[green]goal met[/]" if met else "[red]goal missed[/]"
 
-    table = Table(title=f"Catalog benchmark ({report['backend']}, {args.images} uploads by {args.clients} clients, "
-                        f"{report['catalog_size']} images listed)")
+    table = Table(title=f"Catalog benchmark: {report.backend}, {args.images} uploads by {args.clients} clients, "
+                        f"{report.catalog_size} images listed")
     table.add_column("measure")
     table.add_column("value", justify="right")
     table.add_column("note")
-    table.add_row("UploadImage RPC", f"{report['rpc_rate']:.1f} images/s", "8x8 PNG + generation record")
-    table.add_row("plain SQLAlchemy inserts", f"{report['sql_rate']:.1f} rows/s", "one ImageRow per transaction")
-    table.add_row("ingest_ratio", f"{ingest_ratio:.3f}", f">= {INGEST_GOAL}: {verdict(ingest_ratio >= INGEST_GOAL)}")
+    table.add_row("UploadImage RPC", f"{ingest.rpc_rate:.1f} images/s", f"{IMAGE_SIDE}x{IMAGE_SIDE} PNG with a "
+                  "generation record")
+    table.add_row("plain SQLAlchemy inserts", f"{ingest.sql_rate:.1f} rows/s", "one ImageRow per transaction")
+    table.add_row("ingest_ratio", f"{ingest_ratio:.3f}",
+                  f">= {INGEST_GOAL}: {verdict(ingest_ratio >= INGEST_GOAL)}; per round "
+                  f"{min(per_round):.3f}-{max(per_round):.3f}")
     table.add_section()
     table.add_row("ListImages first page", f"{first_ms:.2f} ms",
                   f"median of {len(paging.first_ms)}, p90 {percentile(paging.first_ms, 0.9):.2f} ms")
     table.add_row("ListImages deep page", f"{deep_ms:.2f} ms",
-                  f"after {paging.depth} images (from id {paging.deep_first_id}), median of {len(paging.deep_ms)}, "
-                  f"p90 {percentile(paging.deep_ms, 0.9):.2f} ms")
+                  f"median of {len(paging.deep_ms)}, p90 {percentile(paging.deep_ms, 0.9):.2f} ms; "
+                  f"after {paging.depth} images")
     table.add_row("deep_page_ratio", f"{deep_ratio:.3f}",
                   f"<= {DEEP_PAGE_GOAL}: {verdict(deep_ratio <= DEEP_PAGE_GOAL)}")
     out.print(table)
@@ -508,13 +548,13 @@ def render(args: argparse.Namespace, report: dict) -> dict:
         "bench": "catalog",
         "ingest_ratio": round(ingest_ratio, 4),
         "deep_page_ratio": round(deep_ratio, 4),
-        "rpc_ingest_per_s": round(report["rpc_rate"], 2),
-        "sqlalchemy_ingest_per_s": round(report["sql_rate"], 2),
+        "rpc_ingest_per_s": round(ingest.rpc_rate, 2),
+        "sqlalchemy_ingest_per_s": round(ingest.sql_rate, 2),
         "first_page_ms": round(first_ms, 3),
         "deep_page_ms": round(deep_ms, 3),
         "images": args.images,
-        "catalog_size": report["catalog_size"],
-        "backend": report["backend"],
+        "catalog_size": report.catalog_size,
+        "backend": report.backend,
     }
 
 
@@ -526,7 +566,7 @@ def main(argv: list[str] | None = None) -> int:
         console.print("interrupted")
         return 130
     except Exception as error:  # any failure of the service or the database is an error of the run
-        console.print_exception() if os.environ.get("BENCH_DEBUG") else console.print(f"[red]error:[/] {error}")
+        console.print(f"[red]error:[/] {escape(f'{type(error).__name__}: {error}')}")
         return 1
     figures = render(args, report)
     sys.stderr.flush()

@@ -57,8 +57,12 @@ class BlobStore:
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
 
-    def stage(self, chunks: Iterable[bytes], *, max_bytes: int, field: str = "chunk_data") -> StagedBlob:
-        """Writes ``chunks`` to a temporary file, hashing as it goes."""
+    def stage(self, chunks: Iterable[bytes], *, max_bytes: int, field: str = "chunk_data",
+              durable: bool = True) -> StagedBlob:
+        """Writes ``chunks`` to a temporary file, hashing as it goes.
+
+        ``durable=False`` skips the fsync, for files that can be rebuilt (thumbnails).
+        """
         digest = hashlib.sha256()
         size = 0
         handle = tempfile.NamedTemporaryFile(dir=self._tmp, delete=False, prefix="upload-")
@@ -72,14 +76,15 @@ class BlobStore:
                     digest.update(chunk)
                     handle.write(chunk)
                 handle.flush()
-                os.fsync(handle.fileno())
+                if durable:
+                    os.fsync(handle.fileno())
         except BaseException:
             temp_path.unlink(missing_ok=True)
             raise
         return StagedBlob(temp_path=temp_path, sha256=digest.hexdigest(), size_bytes=size)
 
-    def stage_bytes(self, data: bytes) -> StagedBlob:
-        return self.stage([data], max_bytes=len(data))
+    def stage_bytes(self, data: bytes, *, durable: bool = True) -> StagedBlob:
+        return self.stage([data], max_bytes=len(data), durable=durable)
 
     def publish(self, staged: StagedBlob) -> str:
         """Moves a staged file under its key (or drops it when those bytes are already stored)."""
@@ -87,7 +92,8 @@ class BlobStore:
         if target.exists():
             staged.temp_path.unlink(missing_ok=True)
             return staged.key
-        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.parent.is_dir():
+            target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(staged.temp_path, target)
         return staged.key
 

@@ -191,24 +191,29 @@ def store_staged_image(catalog: Catalog, staged: StagedBlob, info: imaging.Image
             "metadata.generation.width",
             f"the generation record says {gen.width}x{gen.height} but the file is {info.width}x{info.height}")
     album_id = parse_id(upload.album_id, "metadata.album_id") if upload.album_id else None
-    thumbnail_staged = None
+    # The preview is made before taking the lock and not fsynced: it can always be rebuilt from the file.
+    try:
+        thumbnail, _, _ = imaging.make_thumbnail(staged.temp_path)
+        thumbnail_staged = catalog.blobs.stage_bytes(thumbnail, durable=False)
+    except (OSError, ValueError):
+        thumbnail_staged = None  # a preview is a nicety, never a reason to refuse the image
     published: list[str] = []
     with catalog.blobs.lock:
         try:
             with catalog.db.write() as session:
                 if album_id is not None:
                     album_ops.lock_album(session, album_id, "metadata.album_id")
-                existing = session.scalar(select(ImageRow).where(ImageRow.content_hash == staged.sha256))
-                if existing is not None:
+                # One query answers both "are these bytes stored?" and "is this name taken?".
+                clashes = session.execute(select(ImageRow.id, ImageRow.content_hash).where(
+                    or_(ImageRow.content_hash == staged.sha256, ImageRow.filename == upload.filename))).all()
+                existing_id = next((row.id for row in clashes if row.content_hash == staged.sha256), None)
+                if existing_id is not None:
                     catalog.blobs.discard(staged)
+                    if thumbnail_staged is not None:
+                        catalog.blobs.discard(thumbnail_staged)
                     if album_id is not None:
-                        album_ops.append_members(session, album_id, [existing.id], added_by=upload.added_by)
-                    return existing, True
-                try:
-                    thumbnail, _, _ = imaging.make_thumbnail(staged.temp_path)
-                    thumbnail_staged = catalog.blobs.stage_bytes(thumbnail)
-                except (OSError, ValueError):
-                    thumbnail_staged = None  # a preview is a nicety, never a reason to refuse the image
+                        album_ops.append_members(session, album_id, [existing_id], added_by=upload.added_by)
+                    return session.get(ImageRow, existing_id), True
                 key = catalog.blobs.publish(staged)
                 published.append(key)
                 thumbnail_key = None
@@ -220,8 +225,10 @@ def store_staged_image(catalog: Catalog, staged: StagedBlob, info: imaging.Image
                 if row is not None and row.content_hash is not None:
                     row = None  # another import attached a file to it meanwhile: store a new row
                 if row is None:
+                    filename = upload.filename if not clashes else _unique_filename(
+                        session, upload.filename, staged.sha256)
                     row = ImageRow(
-                        filename=_unique_filename(session, upload.filename, staged.sha256),
+                        filename=filename,
                         prompt=gen.prompt or None, negative_prompt=gen.negative_prompt or None, seed=gen.seed,
                         steps=gen.steps or None, guidance_scale=gen.guidance_scale or None,
                         scheduler=gen.scheduler or None, base_model=gen.base_model or None,
