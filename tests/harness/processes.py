@@ -102,3 +102,19 @@ def catalog_process(data_dir: Path, database_url: str | None = None, **extra_env
                              log_path=data_dir / "catalog.log")
     service.env["IMAGINEER_CATALOG_PORT"] = str(service.port)
     return service
+
+
+def generator_process(data_dir: Path, catalog_address: str, **extra_env: str) -> ServiceProcess:
+    env = {
+        "IMAGINEER_GENERATOR_DATA_DIR": str(data_dir),
+        "IMAGINEER_GENERATOR_ADMIN_TOKENS": ADMIN_TOKEN,
+        "IMAGINEER_GENERATOR_CATALOG_ADDRESS": catalog_address,
+        "IMAGINEER_GENERATOR_CATALOG_TOKEN": ADMIN_TOKEN,
+        "IMAGINEER_GENERATOR_LOG_FORMAT": "text",
+        "HF_HUB_OFFLINE": "1",
+        **extra_env,
+    }
+    service = ServiceProcess(name="generator", command=[sys.executable, "-m", "imagineer_generator", "serve"],
+                             env=env, log_path=data_dir / "generator.log")
+    service.env["IMAGINEER_GENERATOR_PORT"] = str(service.port)
+    return service

@@ -1,0 +1,73 @@
+"""Assembles a running generator: server first (health NOT_SERVING), model load, then SERVING."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from imagineer.generator.v1 import generator_service_pb2_grpc as api_grpc
+from imagineer_common.interceptors import ServiceInterceptor
+from imagineer_common.server import RunningServer, start_server, wait_for_termination
+from imagineer_generator.config import GeneratorSettings
+from imagineer_generator.server import SERVICE_NAME, GeneratorServicer
+
+log = logging.getLogger("imagineer.generator")
+
+SHUTDOWN_GRACE_SECONDS = 20.0
+
+
+def build_generator(settings: GeneratorSettings):
+    """Loads the model (slow: imports torch) and wires the domain objects around it."""
+    from imagineer_generator.catalog_client import CatalogClient
+    from imagineer_generator.engine import Engine
+    from imagineer_generator.jobs import JobRegistry
+    from imagineer_generator.loras import LoraManager
+    from imagineer_generator.models import load_model
+    from imagineer_generator.scheduler import WorkQueue
+    from imagineer_generator.schedulers import scheduler_names
+    from imagineer_generator.service import Generator, ModelInfo
+
+    started = time.perf_counter()
+    model = load_model(settings.model, models_dir=settings.models_dir, device=settings.device,
+                       single_file_config=settings.model_config)
+    log.info("model %s loaded on %s in %.1f s", model.name, model.device, time.perf_counter() - started)
+    catalog = CatalogClient(settings.catalog_address, settings.catalog_token)
+    queue = WorkQueue(capacity=settings.queue_capacity, max_batch=settings.max_batch)
+    loras = LoraManager(catalog, settings.lora_cache_dir, model.name)
+    engine = Engine(model=model, queue=queue, catalog=catalog, loras=loras)
+    info = ModelInfo(name=model.name, is_demo=model.is_demo, device=model.device, default_size=model.default_size,
+                     schedulers=tuple(scheduler_names()))
+    engine.start()
+    return Generator(info=info, registry=JobRegistry(), queue=queue, engine=engine, catalog=catalog, loras=loras)
+
+
+def _load_in_background(settings: GeneratorSettings, servicer: GeneratorServicer, running: RunningServer,
+                        failed: threading.Event) -> None:
+    try:
+        servicer.generator = build_generator(settings)
+    except Exception:
+        log.exception("the model could not be loaded; the generator stays NOT_SERVING")
+        failed.set()
+        return
+    running.set_serving(True)
+    log.info("serving on port %d", running.port)
+
+
+def serve(settings: GeneratorSettings) -> None:
+    servicer = GeneratorServicer()
+    interceptor = ServiceInterceptor(admin_tokens=settings.admin_tokens, public_methods=(),
+                                     error_domain="generator.imagineer")
+    running = start_server(host=settings.host, port=settings.port,
+                           register=[lambda server: api_grpc.add_GeneratorServiceServicer_to_server(servicer, server)],
+                           service_names=[SERVICE_NAME], interceptor=interceptor)
+    failed = threading.Event()
+    threading.Thread(target=_load_in_background, args=(settings, servicer, running, failed), daemon=True,
+                     name="model-load").start()
+
+    def on_stop() -> None:
+        if servicer.generator is not None:
+            servicer.generator.engine.stop(SHUTDOWN_GRACE_SECONDS)
+            servicer.generator.catalog.close()
+
+    wait_for_termination(running, on_stop=on_stop)
