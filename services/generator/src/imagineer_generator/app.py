@@ -22,6 +22,7 @@ def build_generator(settings: GeneratorSettings):
     from imagineer_generator.catalog_client import CatalogClient
     from imagineer_generator.engine import Engine
     from imagineer_generator.jobs import JobRegistry
+    from imagineer_generator.journal import JobJournal
     from imagineer_generator.loras import LoraManager
     from imagineer_generator.models import load_model
     from imagineer_generator.scheduler import WorkQueue
@@ -38,8 +39,13 @@ def build_generator(settings: GeneratorSettings):
     engine = Engine(model=model, queue=queue, catalog=catalog, loras=loras)
     info = ModelInfo(name=model.name, is_demo=model.is_demo, device=model.device, default_size=model.default_size,
                      schedulers=tuple(scheduler_names()))
+    journal = JobJournal(settings.data_dir / "generator" / "jobs.jsonl")
+    registry = JobRegistry()
+    for job in journal.recover():  # jobs of the previous run, the unfinished ones failed with a reason
+        registry.add(job)
     engine.start()
-    return Generator(info=info, registry=JobRegistry(), queue=queue, engine=engine, catalog=catalog, loras=loras)
+    return Generator(info=info, registry=registry, queue=queue, engine=engine, catalog=catalog, loras=loras,
+                     journal=journal)
 
 
 def _load_in_background(settings: GeneratorSettings, servicer: GeneratorServicer, running: RunningServer,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -66,6 +67,8 @@ class Job:
     ended_at: datetime | None = None
     cancel_requested: threading.Event = field(default_factory=threading.Event)
     events: list[JobEvent] = field(default_factory=list)
+    # Called after every event but step progress (the journal keeps jobs across restarts).
+    listener: Callable[[Job], None] | None = None
     _changed: threading.Condition = field(default_factory=threading.Condition)
 
     def __post_init__(self) -> None:
@@ -90,7 +93,9 @@ class Job:
             event = JobEvent(sequence=len(self.events) + 1, kind=kind, data=data, job=self.snapshot())
             self.events.append(event)
             self._changed.notify_all()
-            return event
+        if kind != "step" and self.listener is not None:
+            self.listener(self)
+        return event
 
     # State changes, each recorded as an event.
 

@@ -11,6 +11,7 @@ from imagineer_common.errors import InvalidArgument, NotFound, Unavailable
 from imagineer_generator.catalog_client import CatalogClient, CatalogError
 from imagineer_generator.engine import Engine
 from imagineer_generator.jobs import Job, JobEvent, JobRegistry, require_cancellable
+from imagineer_generator.journal import JobJournal
 from imagineer_generator.loras import LoraError, LoraManager
 from imagineer_generator.plan import MAX_SEED, GenerationRequest
 from imagineer_generator.scheduler import WorkQueue
@@ -34,8 +35,9 @@ def random_seed() -> int:
 
 class Generator:
     def __init__(self, *, info: ModelInfo, registry: JobRegistry, queue: WorkQueue, engine: Engine,
-                 catalog: CatalogClient, loras: LoraManager) -> None:
+                 catalog: CatalogClient, loras: LoraManager, journal: JobJournal | None = None) -> None:
         self.info = info
+        self.journal = journal
         self.registry = registry
         self.queue = queue
         self.engine = engine
@@ -70,7 +72,7 @@ class Generator:
                 if earlier is not None:
                     return earlier
             self._check_references(request)
-            job = Job(plan=plan)
+            job = Job(plan=plan, listener=self.journal.record if self.journal else None)
             self.queue.submit(job)
             return self.registry.add(job, request.request_id)
 
