@@ -7,7 +7,7 @@ PIP := $(BIN)/pip install --disable-pip-version-check -q -c constraints.txt
 BUF := .tools/node_modules/.bin/buf
 GEN_OUT := services/common/src
 PROTO_FILES := $(shell find protos -name '*.proto' | sort)
-SERVICES := services/common services/catalog services/generator services/trainer
+SERVICES := services/common services/catalog services/generator services/trainer services/client
 STAMP := $(VENV)/.installed
 
 .PHONY: install protos test test-fast lint buf-lint run bench-catalog clean

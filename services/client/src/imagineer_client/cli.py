@@ -1,0 +1,190 @@
+"""`imagineer`: the command line for the Imagineer services.
+
+Exit codes: 0 success, 2 bad input (the request was refused), 1 a server fault or a failed job, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import grpc
+from google.protobuf import json_format
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from imagineer.common.v1 import common_pb2
+from imagineer.generator.v1 import generator_service_pb2 as api
+from imagineer_client.client import Imagineer, ImagineerError, Lora
+
+EXIT_OK, EXIT_FAULT, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+STATE_NAMES = {value: name.removeprefix("JOB_STATE_").lower() for name, value in common_pb2.JobState.items()}
+
+
+def _client(args) -> Imagineer:
+    return Imagineer(catalog=args.catalog, generator=args.generator, token=args.token)
+
+
+def _generate(args, console: Console) -> int:
+    try:
+        loras = [Lora.parse(text) for text in args.lora]
+    except ValueError as error:
+        console.print(f"[red]error:[/red] {error}")
+        return EXIT_BAD_INPUT
+    with _client(args) as client:
+        job = client.generate(args.prompt, negative_prompt=args.negative, seed=args.seed, steps=args.steps,
+                              guidance_scale=args.guidance, scheduler=args.scheduler, width=args.width,
+                              height=args.height, images=args.n, loras=loras, album_id=args.album,
+                              make_public=args.public)
+        if args.no_wait:
+            _print_job(job, args, console)
+            return EXIT_OK
+        job = _follow(client, job, console, quiet=args.json)
+        saved = _save(client, job, Path(args.out)) if args.out else []
+    _print_job(job, args, console, saved)
+    return EXIT_OK if STATE_NAMES[job.state] == "completed" else EXIT_FAULT
+
+
+def _follow(client: Imagineer, job, console: Console, *, quiet: bool):
+    """Watches a job with a live bar: steps of the current batch and images stored."""
+    total_images = len(job.images)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True, disable=quiet) as progress:
+        images = progress.add_task("images", total=total_images)
+        steps = progress.add_task("steps", total=None)
+        for event in client.watch(job.id):
+            job = event.job
+            kind = event.WhichOneof("event")
+            if kind == "queued":
+                progress.update(steps, description=f"queued (position {event.queued.queue_position})")
+            elif kind == "step":
+                progress.update(steps, description="steps", completed=event.step.step, total=event.step.total_steps)
+            elif kind == "image":
+                progress.update(images, completed=job.images_done)
+    return job
+
+
+def _save(client: Imagineer, job, folder: Path) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    saved = []
+    for image in job.images:
+        if image.image_id:
+            name, data = client.download_image(image.image_id)
+            target = folder / name
+            target.write_bytes(data)
+            saved.append(target)
+    return saved
+
+
+def _print_job(job, args, console: Console, saved: list[Path] | None = None) -> None:
+    if args.json:
+        data = json_format.MessageToDict(job, preserving_proto_field_name=True)
+        if saved:
+            data["saved_files"] = [str(path) for path in saved]
+        print(json.dumps(data, indent=2))
+        return
+    state = STATE_NAMES[job.state]
+    colour = "green" if state == "completed" else "red" if state in ("failed", "cancelled") else "yellow"
+    console.print(f"job [bold]{job.id}[/bold]: [{colour}]{state}[/{colour}]"
+                  + (f" ({job.error_message})" if job.error_message else ""))
+    if job.album_id:
+        console.print(f"album {job.album_id}")
+    table = Table("#", "seed", "catalog id", "prompt")
+    for index, image in enumerate(job.images):
+        table.add_row(str(index), str(image.seed), image.image_id or "-", image.prompt)
+    console.print(table)
+    for path in saved or []:
+        console.print(f"saved {path}")
+
+
+def _jobs_list(args, console: Console) -> int:
+    with _client(args) as client:
+        jobs = client.list_generations(args.limit)
+    if args.json:
+        print(json.dumps([json_format.MessageToDict(job, preserving_proto_field_name=True) for job in jobs], indent=2))
+        return EXIT_OK
+    table = Table("id", "state", "images", "album", "prompt")
+    for job in jobs:
+        table.add_row(job.id, STATE_NAMES[job.state], f"{job.images_done}/{len(job.images)}", job.album_id,
+                      job.parameters.prompt[:60])
+    console.print(table)
+    return EXIT_OK
+
+
+def _jobs_cancel(args, console: Console) -> int:
+    with _client(args) as client:
+        _print_job(client.cancel(args.id), args, console)
+    return EXIT_OK
+
+
+def _jobs_watch(args, console: Console) -> int:
+    with _client(args) as client:
+        job = _follow(client, _get(client, args.id), console, quiet=args.json)
+    _print_job(job, args, console)
+    return EXIT_OK if STATE_NAMES[job.state] == "completed" else EXIT_FAULT
+
+
+def _get(client: Imagineer, job_id: str):
+    try:
+        return client.generator.GetGeneration(api.GetGenerationRequest(id=job_id), metadata=client.metadata)
+    except grpc.RpcError as error:
+        raise ImagineerError.from_rpc(error) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="imagineer", description="Command line for the Imagineer services.")
+    parser.add_argument("--catalog", help="catalog address (default $IMAGINEER_CATALOG_ADDRESS or 127.0.0.1:50051)")
+    parser.add_argument("--generator",
+                        help="generator address (default $IMAGINEER_GENERATOR_ADDRESS or 127.0.0.1:50052)")
+    parser.add_argument("--token", help="admin token (default $IMAGINEER_TOKEN or the development token)")
+    parser.add_argument("--json", action="store_true", help="print JSON for scripts instead of tables")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    generate = commands.add_parser("generate", help="generate images and store them in the catalog")
+    generate.add_argument("prompt")
+    generate.add_argument("--negative", default="", help="negative prompt")
+    generate.add_argument("--seed", type=int, help="seed of the first image (default: random)")
+    generate.add_argument("--steps", type=int, default=0, help="denoising steps (default 25)")
+    generate.add_argument("--guidance", type=float, default=0.0, help="guidance scale (default 7.5)")
+    generate.add_argument("--scheduler", default="", help="ddim, euler, euler_a, dpmpp_2m, dpmpp_2m_karras, pndm…")
+    generate.add_argument("--width", type=int, default=0)
+    generate.add_argument("--height", type=int, default=0)
+    generate.add_argument("-n", type=int, default=1, help="number of images")
+    generate.add_argument("--lora", action="append", default=[], metavar="ID[:WEIGHT]",
+                          help="LoRA artifact id and weight; repeat for several")
+    generate.add_argument("--album", default="", help="add to this album instead of a new batch album")
+    generate.add_argument("--public", action="store_true", help="make the images public")
+    generate.add_argument("--out", help="also save the images into this folder")
+    generate.add_argument("--no-wait", action="store_true", help="print the queued job and return")
+    generate.set_defaults(handler=_generate)
+
+    jobs = commands.add_parser("jobs", help="generation jobs").add_subparsers(dest="jobs_command", required=True)
+    listing = jobs.add_parser("list", help="recent jobs, newest first")
+    listing.add_argument("--limit", type=int, default=20)
+    listing.set_defaults(handler=_jobs_list)
+    cancel = jobs.add_parser("cancel", help="cancel a job")
+    cancel.add_argument("id")
+    cancel.set_defaults(handler=_jobs_cancel)
+    watch = jobs.add_parser("watch", help="follow a job until it ends")
+    watch.add_argument("id")
+    watch.set_defaults(handler=_jobs_watch)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console(stderr=args.json)
+    try:
+        return args.handler(args, console)
+    except ImagineerError as error:
+        console.print(f"[red]error:[/red] {error}")
+        return EXIT_BAD_INPUT if error.bad_input else EXIT_FAULT
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
