@@ -10,7 +10,7 @@ PROTO_FILES := $(shell find protos -name '*.proto' | sort)
 SERVICES := services/common services/catalog services/generator services/trainer services/client
 STAMP := $(VENV)/.installed
 
-.PHONY: install protos test test-fast lint buf-lint run bench-catalog clean
+.PHONY: install protos test lint run bench-catalog bench-generator clean
 
 install: $(STAMP)
 
@@ -45,3 +45,6 @@ bench-catalog: install
 
 clean:
 	rm -rf $(VENV) .tools $(GEN_OUT)/imagineer
+
+bench-generator: install
+	$(BIN)/python bench/generator.py

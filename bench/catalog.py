@@ -29,13 +29,9 @@ import argparse
 import hashlib
 import io
 import json
-import os
 import secrets
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -47,7 +43,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 from rich.console import Console
 from rich.markup import escape
@@ -57,6 +52,9 @@ from sqlalchemy import Engine, func, insert, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the services' process harness
+from harness.processes import ADMIN_METADATA, catalog_process
 
 from imagineer.catalog.v1 import catalog_service_pb2 as api
 from imagineer.catalog.v1 import catalog_service_pb2_grpc as api_grpc
@@ -80,80 +78,6 @@ out = Console()
 
 
 # --- the catalog as a separate process -----------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class CatalogProcess:
-    """`python -m imagineer_catalog serve` on a free port, logging into ``data_dir/catalog.log``."""
-
-    data_dir: Path
-    database_url: str
-    admin_token: str
-    port: int = 0
-    process: subprocess.Popen | None = None
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def log_path(self) -> Path:
-        return self.data_dir / "catalog.log"
-
-    def start(self, timeout: float = 60.0) -> CatalogProcess:
-        self.port = free_port()
-        env = {**os.environ,
-               "IMAGINEER_CATALOG_DATA_DIR": str(self.data_dir),
-               "IMAGINEER_CATALOG_DATABASE_URL": self.database_url,
-               "IMAGINEER_CATALOG_ADMIN_TOKENS": self.admin_token,
-               "IMAGINEER_CATALOG_PORT": str(self.port),
-               "IMAGINEER_CATALOG_LOG_FORMAT": "text"}
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "imagineer_catalog", "serve"], env=env,
-                                            stdout=log, stderr=subprocess.STDOUT)
-        try:
-            self._wait_serving(timeout)
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def _wait_serving(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        with grpc.insecure_channel(self.address) as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            while time.monotonic() < deadline:
-                if self.process is not None and self.process.poll() is not None:
-                    raise RuntimeError(f"the catalog exited with code {self.process.returncode}:\n{self.log_tail()}")
-                try:
-                    if health.Check(health_pb2.HealthCheckRequest(), timeout=1).status == \
-                            health_pb2.HealthCheckResponse.SERVING:
-                        return
-                except grpc.RpcError:
-                    pass
-                time.sleep(0.1)
-        raise RuntimeError(f"the catalog did not report SERVING within {timeout:.0f}s:\n{self.log_tail()}")
-
-    def stop(self, timeout: float = 20.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-    def log_tail(self, lines: int = 40) -> str:
-        if not self.log_path.exists():
-            return "(no log)"
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
 # --- databases --------------------------------------------------------------------------------------------------
@@ -492,10 +416,9 @@ def run(args: argparse.Namespace) -> Report:
         else:
             stack.callback(shutil.rmtree, workdir, ignore_errors=True)
         catalog_url, baseline_url, backend = stack.enter_context(bench_databases(args.database_url, workdir))
-        token = secrets.token_urlsafe(16)
-        admin = (("authorization", f"Bearer {token}"),)
-        catalog = CatalogProcess(data_dir=workdir / "catalog", database_url=catalog_url, admin_token=token)
-        catalog.data_dir.mkdir()
+        admin = ADMIN_METADATA
+        (workdir / "catalog").mkdir()
+        catalog = catalog_process(workdir / "catalog", catalog_url)
         stack.callback(catalog.stop)
 
         images = [make_image(i, "bench") for i in range(args.images)]
