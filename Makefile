@@ -38,7 +38,7 @@ lint: install
 	cd protos && ../$(BUF) lint
 
 run: install
-	$(BIN)/imagineer-catalog serve
+	$(BIN)/python scripts/run.py
 
 bench-catalog: install
 	$(BIN)/python bench/catalog.py
