@@ -65,8 +65,13 @@ def start_server(*, host: str, port: int, register: Iterable[Callable[[grpc.Serv
 
 
 def wait_for_termination(running: RunningServer, *, grace_seconds: float = 10.0,
+                         before_stop: Callable[[], None] | None = None,
                          on_stop: Callable[[], None] | None = None) -> None:
-    """Blocks until SIGTERM/SIGINT, then stops taking calls and lets running ones finish."""
+    """Blocks until SIGTERM/SIGINT, then stops taking calls and lets running ones finish.
+
+    ``before_stop`` runs while calls are still served (to end long work so its streams can close);
+    ``on_stop`` runs after the server has stopped.
+    """
     stop = threading.Event()
 
     def request_stop(signum, _frame):
@@ -77,6 +82,8 @@ def wait_for_termination(running: RunningServer, *, grace_seconds: float = 10.0,
     signal.signal(signal.SIGINT, request_stop)
     stop.wait()
     running.set_serving(False)
+    if before_stop is not None:
+        before_stop()
     running.server.stop(grace_seconds).wait()
     if on_stop is not None:
         on_stop()

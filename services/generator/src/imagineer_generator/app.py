@@ -71,9 +71,13 @@ def serve(settings: GeneratorSettings) -> None:
     threading.Thread(target=_load_in_background, args=(settings, servicer, running, failed), daemon=True,
                      name="model-load").start()
 
-    def on_stop() -> None:
+    def finish_work() -> None:
+        # Ends the running batch and fails waiting jobs first, so every watch stream can close.
         if servicer.generator is not None:
             servicer.generator.engine.stop(SHUTDOWN_GRACE_SECONDS)
+
+    def on_stop() -> None:
+        if servicer.generator is not None:
             servicer.generator.catalog.close()
 
-    wait_for_termination(running, on_stop=on_stop)
+    wait_for_termination(running, before_stop=finish_work, on_stop=on_stop)

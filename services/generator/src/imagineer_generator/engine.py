@@ -38,15 +38,19 @@ class Engine:
     def stop(self, grace_seconds: float) -> None:
         """Takes no new batches; lets the running one finish within the grace period, else cancels it.
         Jobs still waiting fail with a reason."""
-        for job in self.queue.close():
+        reason = "the generator shut down before this job finished; start it again"
+        waiting = self.queue.close()
+        for job in waiting:
             with self._lock:
                 running_now = job.id in self._current
             if not running_now:
-                job.finish(FAILED, "the generator shut down before this job finished; start it again")
+                job.finish(FAILED, reason)
         self._thread.join(grace_seconds)
         if self._thread.is_alive():
             self._stopping.set()
             self._thread.join(30)
+        for job in waiting:  # jobs whose running batch finished but which had more images to make
+            job.finish(FAILED, reason)
 
     def cancel(self, job: Job) -> None:
         job.cancel_requested.set()
