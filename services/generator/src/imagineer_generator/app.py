@@ -42,19 +42,18 @@ def build_generator(settings: GeneratorSettings):
     journal = JobJournal(settings.data_dir / "generator" / "jobs.jsonl")
     registry = JobRegistry()
     for job in journal.recover():  # jobs of the previous run, the unfinished ones failed with a reason
-        registry.add(job)
+        registry.add(job, job.request_id)
     engine.start()
     return Generator(info=info, registry=registry, queue=queue, engine=engine, catalog=catalog, loras=loras,
                      journal=journal)
 
 
-def _load_in_background(settings: GeneratorSettings, servicer: GeneratorServicer, running: RunningServer,
-                        failed: threading.Event) -> None:
+def _load_in_background(settings: GeneratorSettings, servicer: GeneratorServicer, running: RunningServer) -> None:
     try:
         servicer.generator = build_generator(settings)
-    except Exception:
+    except Exception as error:
         log.exception("the model could not be loaded; the generator stays NOT_SERVING")
-        failed.set()
+        servicer.load_error = str(error)
         return
     running.set_serving(True)
     log.info("serving on port %d", running.port)
@@ -67,8 +66,7 @@ def serve(settings: GeneratorSettings) -> None:
     running = start_server(host=settings.host, port=settings.port,
                            register=[lambda server: api_grpc.add_GeneratorServiceServicer_to_server(servicer, server)],
                            service_names=[SERVICE_NAME], interceptor=interceptor)
-    failed = threading.Event()
-    threading.Thread(target=_load_in_background, args=(settings, servicer, running, failed), daemon=True,
+    threading.Thread(target=_load_in_background, args=(settings, servicer, running), daemon=True,
                      name="model-load").start()
 
     def finish_work() -> None:

@@ -102,6 +102,7 @@ class Engine:
                     self._start_job(job)
                 except CatalogError as error:
                     job.finish(FAILED, str(error))
+        self.queue.announce_positions()
         items = [item for item in batch.items if not item.job.finished]
         if not items:
             return

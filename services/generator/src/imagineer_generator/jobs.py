@@ -58,6 +58,7 @@ class JobEvent:
 class Job:
     plan: GenerationPlan
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    request_id: str = ""
     state: str = QUEUED
     album_id: str = ""
     queue_position: int = 0

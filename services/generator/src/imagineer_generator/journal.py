@@ -24,7 +24,7 @@ log = logging.getLogger("imagineer.generator.journal")
 
 def _record(job: Job) -> dict[str, Any]:
     return {
-        "id": job.id, "state": job.state, "album_id": job.album_id, "error": job.error,
+        "id": job.id, "request_id": job.request_id, "state": job.state, "album_id": job.album_id, "error": job.error,
         "created_at": job.created_at.isoformat(),
         "started_at": job.started_at.isoformat() if job.started_at else None,
         "ended_at": job.ended_at.isoformat() if job.ended_at else None,
@@ -42,7 +42,7 @@ def _plan(data: dict[str, Any]) -> GenerationPlan:
 
 
 def _job(data: dict[str, Any]) -> Job:
-    job = Job(plan=_plan(data["plan"]), id=data["id"])
+    job = Job(plan=_plan(data["plan"]), id=data["id"], request_id=data.get("request_id", ""))
     job.album_id = data.get("album_id", "")
     job.created_at = datetime.fromisoformat(data["created_at"])
     job.started_at = datetime.fromisoformat(data["started_at"]) if data.get("started_at") else None
@@ -75,7 +75,7 @@ class JobJournal:
                 except (ValueError, KeyError, TypeError):
                     log.warning("ignoring unreadable line %d of %s", number, self.path)
         jobs = []
-        for data in list(latest.values())[-self._keep:]:
+        for data in list(latest.values()):
             try:
                 job = _job(data)
             except (KeyError, TypeError, ValueError):
@@ -89,6 +89,7 @@ class JobJournal:
                 log.info("job %s failed by the restart", job.id)
             job.emit("finished", state=job.state, reason=job.error)
             jobs.append(job)
+        jobs = sorted(jobs, key=lambda job: job.created_at)[-self._keep:]
         self._rewrite(jobs)
         return jobs
 

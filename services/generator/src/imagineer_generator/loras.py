@@ -72,14 +72,15 @@ class LoraManager:
         if artifact_id in self._adapters:
             return self._adapters[artifact_id]
         info = self.describe(artifact_id)
-        path = self.cached_file(info)
         adapter = f"lora_{info.sha256[:16]}"
-        try:
-            pipeline.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=adapter)
-        except Exception as error:  # diffusers/peft raise many types for weights that do not fit
-            self._remove(pipeline, adapter)
-            raise LoraError(f"LoRA artifact {artifact_id} ({info.name}) cannot be applied to {self._model_name}: "
-                            f"{type(error).__name__}: {str(error)[:300]}") from None
+        if adapter not in self._adapters.values():  # the same weights may come back under a new artifact id
+            path = self.cached_file(info)
+            try:
+                pipeline.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=adapter)
+            except Exception as error:  # diffusers/peft raise many types for weights that do not fit
+                self._remove(pipeline, adapter)
+                raise LoraError(f"LoRA artifact {artifact_id} ({info.name}) cannot be applied to {self._model_name}: "
+                                f"{type(error).__name__}: {str(error)[:300]}") from None
         self._adapters[artifact_id] = adapter
         self._names[artifact_id] = info.name
         log.info("loaded LoRA %s (%s) as %s", artifact_id, info.name, adapter)

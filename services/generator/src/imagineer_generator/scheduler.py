@@ -51,15 +51,19 @@ class WorkQueue:
     def closed(self) -> bool:
         return self._closed
 
+    def _waiting(self) -> list[Job]:
+        return [job for job in self._jobs if job.state == QUEUED]
+
     def __len__(self) -> int:
+        """Jobs waiting to start (the running one does not count against the capacity)."""
         with self._changed:
-            return len(self._jobs)
+            return len(self._waiting())
 
     def submit(self, job: Job) -> None:
         with self._changed:
             if self._closed:
                 raise ResourceExhausted("the generator is shutting down and takes no new work", reason="SHUTTING_DOWN")
-            if len(self._jobs) >= self.capacity:
+            if len(self._waiting()) >= self.capacity:
                 raise ResourceExhausted(
                     f"the generation queue is full ({self.capacity} jobs waiting); retry later",
                     reason="QUEUE_FULL")
@@ -68,7 +72,7 @@ class WorkQueue:
             self._changed.notify_all()
 
     def _position(self, job: Job) -> int:
-        waiting = [j for j in self._jobs if j.state == QUEUED]
+        waiting = self._waiting()
         return waiting.index(job) if job in waiting else 0
 
     def remove(self, job: Job) -> bool:
@@ -78,6 +82,11 @@ class WorkQueue:
             self._jobs.remove(job)
             self._announce_positions()
             return True
+
+    def announce_positions(self) -> None:
+        """Tells waiting jobs their place after the job ahead of them started."""
+        with self._changed:
+            self._announce_positions()
 
     def _announce_positions(self) -> None:
         for position, job in enumerate(j for j in self._jobs if j.state == QUEUED):

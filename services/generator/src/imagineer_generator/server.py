@@ -87,8 +87,12 @@ def event_message(event: JobEvent) -> api.WatchGenerationResponse:
 class GeneratorServicer(api_grpc.GeneratorServiceServicer):
     def __init__(self) -> None:
         self.generator: Generator | None = None  # set once the model has loaded
+        self.load_error = ""  # set when it could not be loaded
 
     def _ready(self) -> Generator:
+        if self.load_error:
+            raise Unavailable(f"the model could not be loaded: {self.load_error}; see the generator log",
+                              reason="MODEL_LOAD_FAILED")
         if self.generator is None:
             raise Unavailable("the generator is still loading its model", reason="MODEL_LOADING")
         return self.generator

@@ -12,7 +12,7 @@ from imagineer_generator.catalog_client import CatalogClient, CatalogError
 from imagineer_generator.engine import Engine
 from imagineer_generator.jobs import Job, JobEvent, JobRegistry, require_cancellable
 from imagineer_generator.journal import JobJournal
-from imagineer_generator.loras import LoraError, LoraManager
+from imagineer_generator.loras import LoraManager
 from imagineer_generator.plan import MAX_SEED, GenerationRequest
 from imagineer_generator.scheduler import WorkQueue
 from imagineer_generator.validation import plan_generation
@@ -57,11 +57,16 @@ class Generator:
             raise Unavailable(f"the catalog cannot be reached: {error}", reason="CATALOG_UNAVAILABLE") from None
         for index, lora in enumerate(request.loras):
             try:
-                self.loras.describe(lora.artifact_id)
-            except LoraError as error:
-                if "not a LoRA" in str(error):
-                    raise InvalidArgument.for_field(f"loras[{index}].artifact_id", str(error)) from None
-                raise NotFound(str(error), reason="LORA_NOT_FOUND") from None
+                info = self.catalog.artifact(lora.artifact_id)
+            except CatalogError as error:
+                if error.code == "NOT_FOUND":
+                    raise NotFound(f"LoRA artifact {lora.artifact_id} not found in the catalog",
+                                   reason="LORA_NOT_FOUND") from None
+                raise Unavailable(f"the catalog cannot be reached: {error}", reason="CATALOG_UNAVAILABLE") from None
+            if info.kind != "lora":
+                raise InvalidArgument.for_field(
+                    f"loras[{index}].artifact_id", f"artifact {info.id} ({info.name}) is a {info.kind} artifact, "
+                    "not a LoRA")
 
     def start(self, request: GenerationRequest) -> Job:
         plan = plan_generation(request, model_name=self.info.name, default_size=self.info.default_size,
@@ -72,7 +77,8 @@ class Generator:
                 if earlier is not None:
                     return earlier
             self._check_references(request)
-            job = Job(plan=plan, listener=self.journal.record if self.journal else None)
+            job = Job(plan=plan, request_id=request.request_id,
+                      listener=self.journal.record if self.journal else None)
             self.queue.submit(job)
             return self.registry.add(job, request.request_id)
 
