@@ -36,7 +36,7 @@ def build_generator(settings: GeneratorSettings):
     catalog = CatalogClient(settings.catalog_address, settings.catalog_token)
     queue = WorkQueue(capacity=settings.queue_capacity, max_batch=settings.max_batch)
     loras = LoraManager(catalog, settings.lora_cache_dir, model.name)
-    engine = Engine(model=model, queue=queue, catalog=catalog, loras=loras)
+    engine = Engine(model=model, queue=queue, catalog=catalog, loras=loras, exact_batches=settings.exact_batches)
     info = ModelInfo(name=model.name, is_demo=model.is_demo, device=model.device, default_size=model.default_size,
                      schedulers=tuple(scheduler_names()))
     journal = JobJournal(settings.data_dir / "generator" / "jobs.jsonl")

@@ -24,6 +24,7 @@ class GeneratorSettings:
     catalog_token: str
     queue_capacity: int
     max_batch: int
+    exact_batches: bool
     production: bool
     log_level: str
     log_json: bool | None
@@ -50,6 +51,9 @@ class GeneratorSettings:
         device = env.read_str(PREFIX + "DEVICE", "auto").lower()
         if device not in ("auto", "cpu", "cuda"):
             raise env.SettingError(f"{PREFIX}DEVICE must be auto, cpu or cuda, got {device!r}")
+        batch_mode = env.read_str(PREFIX + "BATCH_MODE", "exact").lower()
+        if batch_mode not in ("exact", "fast"):
+            raise env.SettingError(f"{PREFIX}BATCH_MODE must be exact or fast, got {batch_mode!r}")
         log_format = env.read_str(PREFIX + "LOG_FORMAT", "auto").lower()
         if log_format not in ("auto", "json", "text"):
             raise env.SettingError(f"{PREFIX}LOG_FORMAT must be auto, json or text")
@@ -65,6 +69,8 @@ class GeneratorSettings:
             catalog_token=catalog_token or DEVELOPMENT_ADMIN_TOKEN,
             queue_capacity=env.read_int(PREFIX + "QUEUE_CAPACITY", 32, minimum=1, maximum=10_000),
             max_batch=env.read_int(PREFIX + "MAX_BATCH", 4, minimum=1, maximum=64),
+            # exact: an image never depends on its batch-mates; fast: true batched kernels (GPU throughput).
+            exact_batches=batch_mode == "exact",
             production=production,
             log_level=env.read_str(PREFIX + "LOG_LEVEL", "INFO"),
             log_json=None if log_format == "auto" else log_format == "json",

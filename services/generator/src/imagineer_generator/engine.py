@@ -22,8 +22,10 @@ log = logging.getLogger("imagineer.generator.engine")
 class Engine:
     """One model on one device, one batch at a time."""
 
-    def __init__(self, *, model: LoadedModel, queue: WorkQueue, catalog: CatalogClient, loras: LoraManager) -> None:
+    def __init__(self, *, model: LoadedModel, queue: WorkQueue, catalog: CatalogClient, loras: LoraManager,
+                 exact_batches: bool = True) -> None:
         self.model = model
+        self.exact_batches = exact_batches
         self.queue = queue
         self.catalog = catalog
         self.loras = loras
@@ -125,7 +127,8 @@ class Engine:
         try:
             images = render(self.model, prompts=[i.task.prompt for i in items],
                             negative_prompts=[i.task.negative_prompt for i in items],
-                            seeds=[i.task.seed for i in items], settings=batch.settings, on_step=on_step)
+                            seeds=[i.task.seed for i in items], settings=batch.settings, on_step=on_step,
+                            exact=self.exact_batches)
         except RenderCancelled:
             for job in jobs:
                 if job.cancel_requested.is_set():
