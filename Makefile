@@ -7,7 +7,7 @@ PIP := $(BIN)/pip install --disable-pip-version-check -q -c constraints.txt
 BUF := .tools/node_modules/.bin/buf
 GEN_OUT := services/common/src
 PROTO_FILES := $(shell find protos -name '*.proto' | sort)
-SERVICES := services/common services/catalog services/generator services/trainer services/client
+SERVICES := services/common services/models services/catalog services/generator services/trainer services/client
 STAMP := $(VENV)/.installed
 
 .PHONY: install protos test lint run bench-catalog bench-generator clean

@@ -70,7 +70,7 @@ def raw_pipeline_seconds(model, *, seeds: list[int], steps: int, size: int) -> f
     """The same images straight from the diffusers pipeline, one call each, as a script would do it."""
     import torch
 
-    from imagineer_generator.schedulers import make_scheduler
+    from imagineer_models.schedulers import make_scheduler
 
     pipeline = model.pipeline
     started = time.perf_counter()
@@ -134,7 +134,7 @@ def measure(args: argparse.Namespace, workdir: Path, stack: ExitStack) -> Figure
     stub = api_grpc.GeneratorServiceStub(channel)
 
     os.environ["HF_HUB_OFFLINE"] = "1"
-    from imagineer_generator.models import load_model
+    from imagineer_models.loading import load_model
 
     model = load_model(None, models_dir=workdir / "generator" / "models")  # the folder the service built
     run_job(stub, seed=1, images=1, steps=args.steps, size=args.size)  # warm both up

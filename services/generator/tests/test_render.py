@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from diffusers import PNDMScheduler
 
-from imagineer_generator.models import load_model
 from imagineer_generator.plan import RenderSettings
 from imagineer_generator.pngmeta import encode_png
 from imagineer_generator.render import RenderCancelled, render
-from imagineer_generator.schedulers import SCHEDULERS, UnknownScheduler, make_scheduler, scheduler_label
-from imagineer_generator.tiny_model import _scheduler_config
+from imagineer_models.loading import load_model
+from imagineer_models.schedulers import SCHEDULERS, UnknownScheduler, make_scheduler, scheduler_label
+from imagineer_models.tiny_model import _scheduler_config
 
 
 def _settings(scheduler: str = "euler", steps: int = 10, **changes) -> RenderSettings:

@@ -2,7 +2,7 @@
 with a rendering generator; see conftest.py).
 
     python build_fixtures.py model MODELS_DIR
-        the demo model, as the generator builds it (``imagineer_generator.tiny_model.ensure_tiny_model``);
+        the demo model, as the generator builds it (``imagineer_models.tiny_model.ensure_tiny_model``);
     python build_fixtures.py loras MODEL_DIR OUT_DIR
         LoRA adapters for that model, each a ``pytorch_lora_weights.safetensors`` written the way the trainer
         writes them (peft + ``convert_state_dict_to_diffusers`` + ``save_lora_weights``):
@@ -24,7 +24,7 @@ WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
 
 
 def build_model(models_dir: Path) -> None:
-    from imagineer_generator.tiny_model import ensure_tiny_model
+    from imagineer_models.tiny_model import ensure_tiny_model
 
     print(ensure_tiny_model(models_dir))
 

@@ -24,10 +24,10 @@ def build_generator(settings: GeneratorSettings):
     from imagineer_generator.jobs import JobRegistry
     from imagineer_generator.journal import JobJournal
     from imagineer_generator.loras import LoraManager
-    from imagineer_generator.models import load_model
     from imagineer_generator.scheduler import WorkQueue
-    from imagineer_generator.schedulers import scheduler_names
     from imagineer_generator.service import Generator, ModelInfo
+    from imagineer_models.loading import load_model
+    from imagineer_models.schedulers import scheduler_names
 
     started = time.perf_counter()
     model = load_model(settings.model, models_dir=settings.models_dir, device=settings.device,

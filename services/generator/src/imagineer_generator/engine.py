@@ -9,12 +9,12 @@ from dataclasses import asdict
 from imagineer_generator.catalog_client import CatalogClient, CatalogError
 from imagineer_generator.jobs import CANCELLED, COMPLETED, FAILED, QUEUED, Job
 from imagineer_generator.loras import LoraError, LoraManager
-from imagineer_generator.models import LoadedModel
 from imagineer_generator.plan import ImageTask
 from imagineer_generator.pngmeta import encode_png
 from imagineer_generator.records import generation_record, png_parameters
 from imagineer_generator.render import RenderCancelled, render
 from imagineer_generator.scheduler import Batch, WorkQueue
+from imagineer_models.loading import LoadedModel
 
 log = logging.getLogger("imagineer.generator.engine")
 

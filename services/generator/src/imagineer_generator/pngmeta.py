@@ -34,7 +34,7 @@ from typing import Any
 
 from PIL import Image, PngImagePlugin
 
-from imagineer_generator.schedulers import scheduler_label
+from imagineer_models.schedulers import scheduler_label
 
 PARAMETERS_KEY = "parameters"
 IMAGINEER_KEY = "imagineer"

@@ -24,13 +24,13 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from imagineer_generator.plan import RenderSettings
-from imagineer_generator.schedulers import make_scheduler
+from imagineer_models.schedulers import make_scheduler
 
 if TYPE_CHECKING:
     import torch
     from PIL import Image
 
-    from imagineer_generator.models import LoadedModel
+    from imagineer_models.loading import LoadedModel
 
 StepCallback = Callable[[int, int], None]
 

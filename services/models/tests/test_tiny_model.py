@@ -7,11 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from imagineer_generator import tiny_model
-from imagineer_generator.models import load_model, model_name
-from imagineer_generator.plan import RenderSettings
-from imagineer_generator.render import render
-from imagineer_generator.tiny_model import (
+from imagineer_models import tiny_model
+from imagineer_models.loading import load_model, model_name
+from imagineer_models.tiny_model import (
     DEFAULT_SIZE,
     DEMO_MODEL_FOLDER,
     DEMO_MODEL_NAME,
@@ -118,8 +116,10 @@ def test_text_changes_the_conditioning(tiny_model):
 
 
 def test_images_are_colourful_not_flat_grey(tiny_model):
-    settings = RenderSettings(width=64, height=64, steps=10, guidance_scale=7.5, scheduler="euler")
-    image = render(tiny_model, prompts=["a cat"], negative_prompts=[""], seeds=[3], settings=settings)[0]
+    import torch
+
+    image = tiny_model.pipeline(prompt="a cat", num_inference_steps=10, width=64, height=64,
+                                generator=torch.Generator(device="cpu").manual_seed(3)).images[0]
     pixels = np.asarray(image).astype(float)
     assert pixels.std(axis=(0, 1)).min() > 30  # every channel varies a lot
     saturation = pixels.max(axis=2) - pixels.min(axis=2)

@@ -8,8 +8,8 @@ import shutil
 import pytest
 import torch
 
-from imagineer_generator.models import ModelLoadError, load_model, model_name, resolve_device
-from imagineer_generator.tiny_model import DEMO_MODEL_NAME
+from imagineer_models.loading import ModelLoadError, load_model, model_name, resolve_device
+from imagineer_models.tiny_model import DEMO_MODEL_NAME
 
 
 def test_a_missing_path_is_named(tmp_path):
@@ -112,7 +112,7 @@ def test_loading_sets_offline_mode(tmp_path, tiny_models_dir):
 
 
 def test_a_demo_model_that_cannot_be_built_is_a_model_load_error(tmp_path, monkeypatch):
-    from imagineer_generator import tiny_model
+    from imagineer_models import tiny_model
 
     def crash(seed):
         raise OSError("No space left on device")

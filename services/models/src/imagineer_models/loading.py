@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from imagineer_generator.tiny_model import DEMO_MODEL_NAME, ensure_tiny_model, is_demo_model
+from imagineer_models.tiny_model import DEMO_MODEL_NAME, ensure_tiny_model, is_demo_model
 
 if TYPE_CHECKING:
     import torch
