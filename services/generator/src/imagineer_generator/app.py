@@ -19,7 +19,7 @@ SHUTDOWN_GRACE_SECONDS = 20.0
 
 def build_generator(settings: GeneratorSettings):
     """Loads the model (slow: imports torch) and wires the domain objects around it."""
-    from imagineer_generator.catalog_client import CatalogClient
+    from imagineer_common.catalog_client import CatalogClient
     from imagineer_generator.engine import Engine
     from imagineer_generator.jobs import JobRegistry
     from imagineer_generator.journal import JobJournal

@@ -6,7 +6,7 @@ import logging
 import threading
 from dataclasses import asdict
 
-from imagineer_generator.catalog_client import CatalogClient, CatalogError
+from imagineer_common.catalog_client import CatalogClient, CatalogError
 from imagineer_generator.jobs import CANCELLED, COMPLETED, FAILED, QUEUED, Job
 from imagineer_generator.loras import LoraError, LoraManager
 from imagineer_generator.plan import ImageTask

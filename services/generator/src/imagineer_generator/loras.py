@@ -14,7 +14,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from imagineer_generator.catalog_client import ArtifactInfo, CatalogClient, CatalogError
+from imagineer_common.catalog_client import ArtifactInfo, CatalogClient, CatalogError
 from imagineer_generator.plan import LoraChoice
 
 log = logging.getLogger("imagineer.generator.loras")

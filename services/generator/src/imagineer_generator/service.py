@@ -7,8 +7,8 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from imagineer_common.catalog_client import CatalogClient, CatalogError
 from imagineer_common.errors import InvalidArgument, NotFound, Unavailable
-from imagineer_generator.catalog_client import CatalogClient, CatalogError
 from imagineer_generator.engine import Engine
 from imagineer_generator.jobs import Job, JobEvent, JobRegistry, require_cancellable
 from imagineer_generator.journal import JobJournal
