@@ -25,7 +25,7 @@ STATE_NAMES = {value: name.removeprefix("JOB_STATE_").lower() for name, value in
 
 
 def _client(args) -> Imagineer:
-    return Imagineer(catalog=args.catalog, generator=args.generator, token=args.token)
+    return Imagineer(catalog=args.catalog, generator=args.generator, trainer=args.trainer, token=args.token)
 
 
 def _generate(args, console: Console) -> int:
@@ -134,11 +134,91 @@ def _get(client: Imagineer, job_id: str):
         raise ImagineerError.from_rpc(error) from None
 
 
+def _train(args, console: Console) -> int:
+    options = {"steps": args.steps, "rank": args.rank, "learning_rate": args.learning_rate,
+               "batch_size": args.batch_size, "resolution": args.resolution, "name": args.name,
+               "trigger_word": args.trigger, "validation_prompts": args.validate,
+               "checkpoint_interval": args.checkpoint_every}
+    if args.seed is not None:
+        options["seed"] = args.seed
+    with _client(args) as client:
+        training = client.train(args.album, **options)
+        if args.no_wait:
+            _print_training(training, args, console)
+            return EXIT_OK
+        training = _follow_training(client, training, console, quiet=args.json)
+    _print_training(training, args, console)
+    return EXIT_OK if STATE_NAMES[training.state] == "completed" else EXIT_FAULT
+
+
+def _follow_training(client: Imagineer, training, console: Console, *, quiet: bool):
+    """A live bar: step of total, loss and the estimate to the end."""
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True, disable=quiet) as progress:
+        task = progress.add_task("training", total=training.total_steps or None, info="")
+        for event in client.watch_training(training.id):
+            training = event.training
+            kind = event.WhichOneof("event")
+            if kind == "queued":
+                progress.update(task, description=f"queued (position {event.queued.queue_position})")
+            elif kind == "started":
+                progress.update(task, description="training", completed=event.started.from_step)
+            elif kind == "step":
+                step = event.step
+                progress.update(task, completed=step.step, total=step.total_steps,
+                                info=f"loss {step.loss:.4f}  ~{step.remaining_seconds:.0f}s left")
+    return training
+
+
+def _print_training(training, args, console: Console) -> None:
+    if args.json:
+        print(json.dumps(json_format.MessageToDict(training, preserving_proto_field_name=True), indent=2))
+        return
+    state = STATE_NAMES[training.state]
+    colour = "green" if state == "completed" else "red" if state in ("failed", "cancelled") else "yellow"
+    console.print(f"training [bold]{training.id}[/bold] ({training.request.name}): [{colour}]{state}[/{colour}]"
+                  + (f" ({training.error_message})" if training.error_message else ""))
+    console.print(f"step {training.current_step}/{training.total_steps}, loss {training.loss:.4f}, "
+                  f"{training.image_count} images")
+    if training.artifact_id:
+        console.print(f"LoRA artifact {training.artifact_id}: use it with "
+                      f"`imagineer generate PROMPT --lora {training.artifact_id}:0.8`")
+
+
+def _runs_list(args, console: Console) -> int:
+    with _client(args) as client:
+        trainings = client.list_trainings(args.limit)
+    if args.json:
+        print(json.dumps([json_format.MessageToDict(t, preserving_proto_field_name=True) for t in trainings], indent=2))
+        return EXIT_OK
+    table = Table("id", "name", "state", "step", "loss", "artifact")
+    for training in trainings:
+        table.add_row(training.id, training.request.name, STATE_NAMES[training.state],
+                      f"{training.current_step}/{training.total_steps}", f"{training.loss:.4f}", training.artifact_id)
+    console.print(table)
+    return EXIT_OK
+
+
+def _runs_watch(args, console: Console) -> int:
+    with _client(args) as client:
+        training = _follow_training(client, client.get_training(args.id), console, quiet=args.json)
+    _print_training(training, args, console)
+    return EXIT_OK if STATE_NAMES[training.state] == "completed" else EXIT_FAULT
+
+
+def _runs_cancel(args, console: Console) -> int:
+    with _client(args) as client:
+        _print_training(client.cancel_training(args.id), args, console)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imagineer", description="Command line for the Imagineer services.")
     parser.add_argument("--catalog", help="catalog address (default $IMAGINEER_CATALOG_ADDRESS or 127.0.0.1:50051)")
     parser.add_argument("--generator",
                         help="generator address (default $IMAGINEER_GENERATOR_ADDRESS or 127.0.0.1:50052)")
+    parser.add_argument("--trainer", help="trainer address (default $IMAGINEER_TRAINER_ADDRESS or 127.0.0.1:50053)")
     parser.add_argument("--token", help="admin token (default $IMAGINEER_TOKEN or the development token)")
     parser.add_argument("--json", action="store_true", help="print JSON for scripts instead of tables")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -171,6 +251,33 @@ def build_parser() -> argparse.ArgumentParser:
     watch = jobs.add_parser("watch", help="follow a job until it ends")
     watch.add_argument("id")
     watch.set_defaults(handler=_jobs_watch)
+
+    train = commands.add_parser("train", help="train a LoRA from catalog albums")
+    train.add_argument("--album", action="append", required=True, help="album id; repeat for several")
+    train.add_argument("--steps", type=int, default=0, help="optimisation steps (default 200)")
+    train.add_argument("--rank", type=int, default=0, help="LoRA rank (default 8)")
+    train.add_argument("--learning-rate", type=float, default=0.0, help="default 1e-4")
+    train.add_argument("--batch-size", type=int, default=0, help="default 4")
+    train.add_argument("--resolution", type=int, default=0, help="default: the model's size")
+    train.add_argument("--seed", type=int)
+    train.add_argument("--name", default="")
+    train.add_argument("--trigger", default="", help="trigger word prepended to every caption")
+    train.add_argument("--validate", action="append", default=[], metavar="PROMPT",
+                       help="validation prompt rendered at each checkpoint; repeat for several")
+    train.add_argument("--checkpoint-every", type=int, default=0, help="steps between checkpoints (default 50)")
+    train.add_argument("--no-wait", action="store_true", help="print the queued training and return")
+    train.set_defaults(handler=_train)
+
+    runs = commands.add_parser("runs", help="training runs").add_subparsers(dest="runs_command", required=True)
+    runs_list = runs.add_parser("list", help="recent trainings, newest first")
+    runs_list.add_argument("--limit", type=int, default=20)
+    runs_list.set_defaults(handler=_runs_list)
+    runs_watch = runs.add_parser("watch", help="follow a training until it ends")
+    runs_watch.add_argument("id")
+    runs_watch.set_defaults(handler=_runs_watch)
+    runs_cancel = runs.add_parser("cancel", help="cancel a training")
+    runs_cancel.add_argument("id")
+    runs_cancel.set_defaults(handler=_runs_cancel)
     return parser
 
 

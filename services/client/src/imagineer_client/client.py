@@ -13,9 +13,12 @@ from imagineer.catalog.v1 import catalog_service_pb2_grpc as catalog_grpc
 from imagineer.common.v1 import common_pb2
 from imagineer.generator.v1 import generator_service_pb2 as generator_api
 from imagineer.generator.v1 import generator_service_pb2_grpc as generator_grpc
+from imagineer.trainer.v1 import trainer_service_pb2 as trainer_api
+from imagineer.trainer.v1 import trainer_service_pb2_grpc as trainer_grpc
 
 DEFAULT_CATALOG = "127.0.0.1:50051"
 DEFAULT_GENERATOR = "127.0.0.1:50052"
+DEFAULT_TRAINER = "127.0.0.1:50053"
 DEVELOPMENT_TOKEN = "imagineer-dev-token"
 
 
@@ -58,13 +61,17 @@ class Lora:
 class Imagineer:
     """Connections to the catalog and the generator with the admin token attached to every call."""
 
-    def __init__(self, *, catalog: str | None = None, generator: str | None = None, token: str | None = None) -> None:
+    def __init__(self, *, catalog: str | None = None, generator: str | None = None, trainer: str | None = None,
+                 token: str | None = None) -> None:
         self._catalog_channel = grpc.insecure_channel(catalog or os.environ.get("IMAGINEER_CATALOG_ADDRESS",
                                                                                 DEFAULT_CATALOG))
         self._generator_channel = grpc.insecure_channel(generator or os.environ.get("IMAGINEER_GENERATOR_ADDRESS",
                                                                                     DEFAULT_GENERATOR))
+        self._trainer_channel = grpc.insecure_channel(trainer or os.environ.get("IMAGINEER_TRAINER_ADDRESS",
+                                                                                DEFAULT_TRAINER))
         self.catalog = catalog_grpc.CatalogServiceStub(self._catalog_channel)
         self.generator = generator_grpc.GeneratorServiceStub(self._generator_channel)
+        self.trainer = trainer_grpc.TrainerServiceStub(self._trainer_channel)
         self.metadata = (("authorization", f"Bearer {token or os.environ.get('IMAGINEER_TOKEN', DEVELOPMENT_TOKEN)}"),)
 
     def __enter__(self) -> Imagineer:
@@ -76,6 +83,7 @@ class Imagineer:
     def close(self) -> None:
         self._catalog_channel.close()
         self._generator_channel.close()
+        self._trainer_channel.close()
 
     def generate(self, prompt: str, *, negative_prompt: str = "", seed: int | None = None, steps: int = 0,
                  guidance_scale: float = 0.0, scheduler: str = "", width: int = 0, height: int = 0,
@@ -137,3 +145,36 @@ class Imagineer:
         except grpc.RpcError as error:
             raise ImagineerError.from_rpc(error) from None
         return name, b"".join(parts)
+
+    def _call(self, method, request):
+        try:
+            return method(request, metadata=self.metadata)
+        except grpc.RpcError as error:
+            raise ImagineerError.from_rpc(error) from None
+
+    def train(self, album_ids: list[str], **options) -> trainer_api.Training:
+        """Starts a LoRA training; options are StartTrainingRequest fields (steps, rank, learning_rate...)."""
+        return self._call(self.trainer.StartTraining, trainer_api.StartTrainingRequest(album_ids=album_ids, **options))
+
+    def watch_training(self, training_id: str) -> Iterator[trainer_api.WatchTrainingResponse]:
+        try:
+            yield from self.trainer.WatchTraining(trainer_api.WatchTrainingRequest(id=training_id),
+                                                  metadata=self.metadata)
+        except grpc.RpcError as error:
+            raise ImagineerError.from_rpc(error) from None
+
+    def train_and_wait(self, album_ids: list[str], **options) -> trainer_api.Training:
+        training = self.train(album_ids, **options)
+        for event in self.watch_training(training.id):
+            training = event.training
+        return training
+
+    def get_training(self, training_id: str) -> trainer_api.Training:
+        return self._call(self.trainer.GetTraining, trainer_api.GetTrainingRequest(id=training_id))
+
+    def list_trainings(self, page_size: int = 20) -> list[trainer_api.Training]:
+        return list(self._call(self.trainer.ListTrainings, trainer_api.ListTrainingsRequest(page_size=page_size))
+                    .trainings)
+
+    def cancel_training(self, training_id: str) -> trainer_api.Training:
+        return self._call(self.trainer.CancelTraining, trainer_api.CancelTrainingRequest(id=training_id))
