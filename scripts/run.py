@@ -20,6 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 DATA_DIR = Path(os.environ.get("IMAGINEER_DATA_DIR", "instance")).resolve()
 CATALOG_PORT = os.environ.get("IMAGINEER_CATALOG_PORT", "50051")
 GENERATOR_PORT = os.environ.get("IMAGINEER_GENERATOR_PORT", "50052")
+TRAINER_PORT = os.environ.get("IMAGINEER_TRAINER_PORT", "50053")
 SERVICES = [
     ("catalog", "imagineer_catalog", CATALOG_PORT,
      {"IMAGINEER_CATALOG_DATA_DIR": str(DATA_DIR), "IMAGINEER_CATALOG_PORT": CATALOG_PORT,
@@ -27,6 +28,10 @@ SERVICES = [
     ("generator", "imagineer_generator", GENERATOR_PORT,
      {"IMAGINEER_GENERATOR_DATA_DIR": str(DATA_DIR), "IMAGINEER_GENERATOR_PORT": GENERATOR_PORT,
       "IMAGINEER_GENERATOR_CATALOG_ADDRESS": f"127.0.0.1:{CATALOG_PORT}", "IMAGINEER_GENERATOR_LOG_FORMAT": "text",
+      "HF_HUB_OFFLINE": "1"}),
+    ("trainer", "imagineer_trainer", TRAINER_PORT,
+     {"IMAGINEER_TRAINER_DATA_DIR": str(DATA_DIR), "IMAGINEER_TRAINER_PORT": TRAINER_PORT,
+      "IMAGINEER_TRAINER_CATALOG_ADDRESS": f"127.0.0.1:{CATALOG_PORT}", "IMAGINEER_TRAINER_LOG_FORMAT": "text",
       "HF_HUB_OFFLINE": "1"}),
 ]
 

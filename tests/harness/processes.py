@@ -118,3 +118,19 @@ def generator_process(data_dir: Path, catalog_address: str, **extra_env: str) ->
                              env=env, log_path=data_dir / "generator.log")
     service.env["IMAGINEER_GENERATOR_PORT"] = str(service.port)
     return service
+
+
+def trainer_process(data_dir: Path, catalog_address: str, **extra_env: str) -> ServiceProcess:
+    env = {
+        "IMAGINEER_TRAINER_DATA_DIR": str(data_dir),
+        "IMAGINEER_TRAINER_ADMIN_TOKENS": ADMIN_TOKEN,
+        "IMAGINEER_TRAINER_CATALOG_ADDRESS": catalog_address,
+        "IMAGINEER_TRAINER_CATALOG_TOKEN": ADMIN_TOKEN,
+        "IMAGINEER_TRAINER_LOG_FORMAT": "text",
+        "HF_HUB_OFFLINE": "1",
+        **extra_env,
+    }
+    service = ServiceProcess(name="trainer", command=[sys.executable, "-m", "imagineer_trainer", "serve"],
+                             env=env, log_path=data_dir / "trainer.log")
+    service.env["IMAGINEER_TRAINER_PORT"] = str(service.port)
+    return service

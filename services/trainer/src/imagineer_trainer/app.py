@@ -1,0 +1,77 @@
+"""Assembles a running trainer: server first (NOT_SERVING), base model check, recovery, then SERVING."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from imagineer.trainer.v1 import trainer_service_pb2_grpc as api_grpc
+from imagineer_common.interceptors import ServiceInterceptor
+from imagineer_common.server import RunningServer, start_server, wait_for_termination
+from imagineer_trainer.config import TrainerSettings
+from imagineer_trainer.server import SERVICE_NAME, TrainerServicer
+
+log = logging.getLogger("imagineer.trainer")
+
+SHUTDOWN_GRACE_SECONDS = 30.0
+
+
+def build_trainer(settings: TrainerSettings):
+    """Loads the base model once (to know it works and its size), recovers interrupted runs, starts the worker."""
+    from imagineer_common.catalog_client import TrainingCatalog
+    from imagineer_models.loading import load_model
+    from imagineer_trainer.runs import RunRegistry
+    from imagineer_trainer.service import ModelInfo, Trainer
+    from imagineer_trainer.supervisor import Supervisor
+
+    def fresh_model():
+        # Each run adapts the model in place, so every run gets its own copy.
+        return load_model(settings.model, models_dir=settings.models_dir, device=settings.device,
+                          single_file_config=settings.model_config)
+
+    model = fresh_model()
+    info = ModelInfo(name=model.name, default_size=model.default_size)
+    del model
+    catalog = TrainingCatalog(settings.catalog_address, settings.catalog_token)
+    supervisor = Supervisor(load_model=fresh_model, catalog=catalog, runs_dir=settings.runs_dir,
+                            capacity=settings.queue_capacity)
+    registry = RunRegistry()
+    for run in supervisor.recover():
+        registry.add(run)
+        supervisor.submit(run)
+        log.info("training %s will resume", run.id)
+    supervisor.start()
+    return Trainer(info=info, registry=registry, supervisor=supervisor, catalog=catalog)
+
+
+def _load_in_background(settings: TrainerSettings, servicer: TrainerServicer, running: RunningServer) -> None:
+    try:
+        servicer.trainer = build_trainer(settings)
+    except Exception as error:
+        log.exception("the trainer could not start; it stays NOT_SERVING")
+        servicer.load_error = str(error)
+        return
+    running.set_serving(True)
+    log.info("serving on port %d", running.port)
+
+
+def serve(settings: TrainerSettings) -> None:
+    servicer = TrainerServicer()
+    interceptor = ServiceInterceptor(admin_tokens=settings.admin_tokens, public_methods=(),
+                                     error_domain="trainer.imagineer")
+    running = start_server(host=settings.host, port=settings.port,
+                           register=[lambda server: api_grpc.add_TrainerServiceServicer_to_server(servicer, server)],
+                           service_names=[SERVICE_NAME], interceptor=interceptor)
+    threading.Thread(target=_load_in_background, args=(settings, servicer, running), daemon=True,
+                     name="trainer-start").start()
+
+    def finish_work() -> None:
+        # The running training checkpoints and is marked interrupted; the next start resumes it.
+        if servicer.trainer is not None:
+            servicer.trainer.supervisor.stop(SHUTDOWN_GRACE_SECONDS)
+
+    def on_stop() -> None:
+        if servicer.trainer is not None:
+            servicer.trainer.catalog.close()
+
+    wait_for_termination(running, before_stop=finish_work, on_stop=on_stop)
