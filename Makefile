@@ -10,7 +10,7 @@ PROTO_FILES := $(shell find protos -name '*.proto' | sort)
 SERVICES := services/common services/models services/catalog services/generator services/trainer services/client
 STAMP := $(VENV)/.installed
 
-.PHONY: install protos test lint run bench-catalog bench-generator clean
+.PHONY: install protos test lint run bench-catalog bench-generator bench-trainer clean
 
 install: $(STAMP)
 
@@ -48,3 +48,6 @@ clean:
 
 bench-generator: install
 	$(BIN)/python bench/generator.py
+
+bench-trainer: install
+	$(BIN)/python bench/trainer.py
