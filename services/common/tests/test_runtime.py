@@ -83,3 +83,21 @@ def test_settings_readers_name_the_variable(monkeypatch):
         env.read_bool("X_FLAG", True)
     monkeypatch.setenv("X_LIST", " a, ,b ")
     assert env.read_list("X_LIST") == ["a", "b"]
+
+
+def test_in_memory_paging_walks_every_item_once():
+    from imagineer_common.paging import page_of
+
+    items = [str(n) for n in range(7, 0, -1)]
+    seen, token = [], ""
+    while True:
+        page, token = page_of(items, 3, token, key=str)
+        seen.extend(page)
+        if not token:
+            break
+    assert seen == items
+    with pytest.raises(errors.InvalidArgument):
+        page_of(items, -1, "", key=str)
+    with pytest.raises(errors.InvalidArgument):
+        page_of(items, 3, "unknown", key=str)
+    assert page_of(items, 0, "", key=str)[0] == items

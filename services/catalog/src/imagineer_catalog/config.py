@@ -9,7 +9,7 @@ from imagineer_common import env
 
 PREFIX = "IMAGINEER_CATALOG_"
 # The token every service uses in development mode when none is configured.
-DEVELOPMENT_ADMIN_TOKEN = "imagineer-dev-token"
+
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class CatalogSettings:
         if not tokens:
             if production:
                 raise env.SettingError(f"{PREFIX}ADMIN_TOKENS must be set in production mode")
-            tokens = (DEVELOPMENT_ADMIN_TOKEN,)
+            tokens = (env.DEVELOPMENT_ADMIN_TOKEN,)
         log_json_raw = env.read_str(PREFIX + "LOG_FORMAT", "auto").lower()
         if log_json_raw not in ("auto", "json", "text"):
             raise env.SettingError(f"{PREFIX}LOG_FORMAT must be auto, json or text")

@@ -42,3 +42,42 @@ def read_bool(name: str, default: bool) -> bool:
 def read_list(name: str) -> list[str]:
     raw = os.environ.get(name, "")
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+DEVELOPMENT_ADMIN_TOKEN = "imagineer-dev-token"
+
+
+def read_model_service_basics(prefix: str, default_port: int) -> dict:
+    """The settings every model-running service (generator, trainer) reads the same way, as keyword arguments:
+    data_dir, model, model_config, device, host, port, admin_tokens, catalog_address, catalog_token,
+    production, log_level, log_json."""
+    from pathlib import Path
+
+    data_dir = Path(read_str(prefix + "DATA_DIR", "instance")).resolve()
+    production = read_str(prefix + "MODE", "development").lower() == "production"
+    tokens = tuple(read_list(prefix + "ADMIN_TOKENS"))
+    catalog_token = read_str(prefix + "CATALOG_TOKEN", "")
+    if production and (not tokens or not catalog_token):
+        raise SettingError(f"{prefix}ADMIN_TOKENS and {prefix}CATALOG_TOKEN must be set in production mode")
+    model = read_str(prefix + "MODEL", "")
+    model_config = read_str(prefix + "MODEL_CONFIG", "")
+    device = read_str(prefix + "DEVICE", "auto").lower()
+    if device not in ("auto", "cpu", "cuda"):
+        raise SettingError(f"{prefix}DEVICE must be auto, cpu or cuda, got {device!r}")
+    log_format = read_str(prefix + "LOG_FORMAT", "auto").lower()
+    if log_format not in ("auto", "json", "text"):
+        raise SettingError(f"{prefix}LOG_FORMAT must be auto, json or text")
+    return {
+        "data_dir": data_dir,
+        "model": Path(model).expanduser().resolve() if model else None,
+        "model_config": Path(model_config).expanduser().resolve() if model_config else None,
+        "device": device,
+        "host": read_str(prefix + "HOST", "127.0.0.1"),
+        "port": read_int(prefix + "PORT", default_port, minimum=0, maximum=65535),
+        "admin_tokens": tokens or (DEVELOPMENT_ADMIN_TOKEN,),
+        "catalog_address": read_str(prefix + "CATALOG_ADDRESS", "127.0.0.1:50051"),
+        "catalog_token": catalog_token or DEVELOPMENT_ADMIN_TOKEN,
+        "production": production,
+        "log_level": read_str(prefix + "LOG_LEVEL", "INFO"),
+        "log_json": None if log_format == "auto" else log_format == "json",
+    }

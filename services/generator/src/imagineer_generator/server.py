@@ -10,6 +10,7 @@ from imagineer.common.v1 import common_pb2
 from imagineer.generator.v1 import generator_service_pb2 as api
 from imagineer.generator.v1 import generator_service_pb2_grpc as api_grpc
 from imagineer_common.errors import InvalidArgument, Unavailable
+from imagineer_common.paging import page_of
 from imagineer_generator.jobs import JobEvent, JobSnapshot
 from imagineer_generator.plan import GenerationRequest, LoraChoice, TemplateSpec
 from imagineer_generator.service import Generator
@@ -104,20 +105,8 @@ class GeneratorServicer(api_grpc.GeneratorServiceServicer):
         return job_message(self._ready().get(request.id).snapshot())
 
     def ListGenerations(self, request, context):
-        if request.page_size < 0:
-            raise InvalidArgument.for_field("page_size", "must not be negative")
-        size = 50 if request.page_size == 0 else min(request.page_size, 500)
-        jobs = self._ready().list()
-        start = 0
-        if request.page_token:
-            ids = [job.id for job in jobs]
-            if request.page_token not in ids:
-                raise InvalidArgument.for_field("page_token", "is not a token returned by this method")
-            start = ids.index(request.page_token) + 1
-        page = jobs[start:start + size]
-        more = start + size < len(jobs)
-        return api.ListGenerationsResponse(jobs=[job_message(job.snapshot()) for job in page],
-                                           next_page_token=page[-1].id if more and page else "")
+        jobs, token = page_of(self._ready().list(), request.page_size, request.page_token, key=lambda job: job.id)
+        return api.ListGenerationsResponse(jobs=[job_message(job.snapshot()) for job in jobs], next_page_token=token)
 
     def CancelGeneration(self, request, context):
         return job_message(self._ready().cancel(request.id).snapshot())

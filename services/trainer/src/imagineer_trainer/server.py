@@ -11,6 +11,7 @@ from imagineer.trainer.v1 import trainer_service_pb2 as api
 from imagineer.trainer.v1 import trainer_service_pb2_grpc as api_grpc
 from imagineer_common.errors import InvalidArgument, Unavailable
 from imagineer_common.eventlog import Event
+from imagineer_common.paging import page_of
 from imagineer_trainer.request import TrainingRequest
 from imagineer_trainer.runs import RunSnapshot
 from imagineer_trainer.service import Trainer
@@ -107,20 +108,9 @@ class TrainerServicer(api_grpc.TrainerServiceServicer):
         return training_message(self._ready().get(request.id).snapshot())
 
     def ListTrainings(self, request, context):
-        if request.page_size < 0:
-            raise InvalidArgument.for_field("page_size", "must not be negative")
-        size = 50 if request.page_size == 0 else min(request.page_size, 500)
-        runs = self._ready().list()
-        ids = [run.id for run in runs]
-        start = 0
-        if request.page_token:
-            if request.page_token not in ids:
-                raise InvalidArgument.for_field("page_token", "is not a token returned by this method")
-            start = ids.index(request.page_token) + 1
-        page = runs[start:start + size]
-        more = start + size < len(runs)
-        return api.ListTrainingsResponse(trainings=[training_message(run.snapshot()) for run in page],
-                                         next_page_token=page[-1].id if more and page else "")
+        runs, token = page_of(self._ready().list(), request.page_size, request.page_token, key=lambda run: run.id)
+        return api.ListTrainingsResponse(trainings=[training_message(run.snapshot()) for run in runs],
+                                         next_page_token=token)
 
     def CancelTraining(self, request, context):
         return training_message(self._ready().cancel(request.id).snapshot())
