@@ -394,7 +394,7 @@ def _advance(stub, admin, run_id: str, states) -> res.TrainingRun:
     ([RUNNING, FAILED], COMPLETED),
     ([], COMPLETED),
     ([], INTERRUPTED),
-    ([QUEUED], INTERRUPTED),
+    ([QUEUED, RUNNING, CANCELLED], INTERRUPTED),
 ])
 def test_forbidden_training_run_transitions_leave_the_run_unchanged(stub, admin, path, forbidden):
     run = make_run(stub, admin)
@@ -434,6 +434,13 @@ def test_restating_the_terminal_state_does_not_reopen_progress(stub, admin):
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert error_reason(caught.value) == "JOB_FINISHED"
     assert stub.GetTrainingRun(api.GetTrainingRunRequest(id=run.id), metadata=admin) == finished
+
+
+def test_a_waiting_run_can_be_interrupted_by_a_shutdown(stub, admin):
+    """A trainer that shuts down marks the runs still waiting in its queue INTERRUPTED, to resume them later."""
+    run = make_run(stub, admin)
+    _advance(stub, admin, run.id, [QUEUED])
+    assert update_run(stub, admin, run.id, ["state"], state=INTERRUPTED).state == INTERRUPTED
 
 
 def test_interrupted_run_can_be_queued_and_run_again(stub, admin):

@@ -31,7 +31,7 @@ STATES = ("pending", "queued", "running", "completed", "failed", "cancelled", "i
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
 ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
     "pending": frozenset({"queued", "running", "failed", "cancelled"}),
-    "queued": frozenset({"pending", "running", "failed", "cancelled"}),
+    "queued": frozenset({"pending", "running", "failed", "cancelled", "interrupted"}),
     "running": frozenset({"queued", "completed", "failed", "cancelled", "interrupted"}),
     "interrupted": frozenset({"queued", "running", "failed", "cancelled"}),
     "completed": frozenset(),

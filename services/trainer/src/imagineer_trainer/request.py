@@ -40,6 +40,8 @@ class TrainingRequest:
         """What the catalog's training-run record keeps, enough to resume after a restart."""
         data = asdict(self)
         data.pop("request_id")
+        if data["seed"] is not None:
+            data["seed"] = str(data["seed"])  # the catalog keeps numbers as doubles: 64-bit seeds go as text
         return data
 
     @classmethod

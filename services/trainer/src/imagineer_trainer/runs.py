@@ -103,6 +103,10 @@ class RunRegistry:
             run_id = self._by_request.get(request_id)
             return self._runs.get(run_id) if run_id else None
 
+    def find(self, run_id: str) -> Run | None:
+        with self._lock:
+            return self._runs.get(run_id)
+
     def get(self, run_id: str) -> Run:
         if not run_id:
             raise InvalidArgument.for_field("id", "is required")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import threading
 from collections.abc import Callable, Iterator
@@ -12,7 +13,7 @@ from imagineer_common.errors import FailedPrecondition, InvalidArgument, NotFoun
 from imagineer_common.eventlog import Event
 from imagineer_trainer.dataset import caption_for
 from imagineer_trainer.request import TrainingRequest, complete
-from imagineer_trainer.runs import Run, RunRegistry, RunSnapshot, require_cancellable
+from imagineer_trainer.runs import ENDED, Run, RunRegistry, RunSnapshot, require_cancellable
 from imagineer_trainer.supervisor import Supervisor
 
 WATCH_POLL_SECONDS = 1.0
@@ -67,15 +68,22 @@ class Trainer:
             if self.supervisor.waiting() >= self.supervisor.capacity:
                 raise ResourceExhausted(f"the training queue is full ({self.supervisor.capacity} waiting); retry later",
                                         reason="QUEUE_FULL")
+            key = f"trainer-{hashlib.sha256(request.request_id.encode()).hexdigest()}" if request.request_id else ""
             try:
                 record = self.catalog.create_training_run(
                     name=request.name, album_ids=request.album_ids, config=request.to_config(),
-                    total_steps=request.steps, request_id=f"trainer-{request.request_id}" if request.request_id else "")
+                    total_steps=request.steps, request_id=key)
             except CatalogError as error:
                 raise Unavailable(f"the catalog could not record the run: {error}",
                                   reason="CATALOG_UNAVAILABLE") from None
-            run = Run(id=record.id, request=request)
-            self.registry.add(run)
+            known = self.registry.find(record.id)
+            if known is not None:  # a retry the catalog recognised (this process may have restarted since)
+                return known
+            run = self.registry.add(Run(id=record.id, request=request, current_step=record.current_step,
+                                        artifact_id=record.artifact_id))
+            if record.state in ENDED:
+                run.finish(record.state)
+                return run
             self.supervisor.submit(run)
             return run
 

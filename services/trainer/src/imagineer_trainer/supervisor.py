@@ -144,7 +144,7 @@ class Supervisor:
             run.update("step", {"step": report.step, "total_steps": report.total_steps, "loss": report.loss,
                                 "learning_rate": report.learning_rate, "elapsed_seconds": report.elapsed_seconds,
                                 "remaining_seconds": report.remaining_seconds},
-                       current_step=report.step, loss=report.loss)
+                       current_step=report.step, loss=report.average_loss)
             if time.monotonic() - last_update[0] >= CATALOG_UPDATE_SECONDS:
                 last_update[0] = time.monotonic()
                 self._report_progress(run)
@@ -211,13 +211,14 @@ class Supervisor:
             log.warning("could not report progress of %s: %s", run.id, error)
 
     def _end(self, run: Run, state: str, reason: str = "") -> None:
-        if not run.finish(state, reason):
+        # The catalog first: a watcher who sees the end and then asks the catalog must find it there too.
+        if run.ended:
             return
-        fields = {"state": state, "error_message": reason}
         try:
-            self.catalog.update_training_run(run.id, **fields)
+            self.catalog.update_training_run(run.id, state=state, error_message=reason)
         except CatalogError as error:
             log.error("could not record the end of training %s in the catalog: %s", run.id, error)
+        run.finish(state, reason)
 
     # --- recovery -------------------------------------------------------------------------------------------------
 
@@ -227,14 +228,13 @@ class Supervisor:
         recovered = []
         for info in self.catalog.training_runs(["pending", "queued", "running", "interrupted"]):
             try:
-                request = TrainingRequest.from_config(info.config)
+                request = TrainingRequest.from_config({**info.config, "album_ids": list(info.album_ids)})
                 if not request.album_ids or not request.steps:
                     raise ValueError("no training settings recorded")
             except (TypeError, ValueError) as error:
                 self.catalog.update_training_run(
                     info.id, state="failed", error_message=f"cannot resume: {error} (not started by this trainer)")
                 continue
-            request.album_ids = list(info.album_ids)
             run = Run(id=info.id, request=request, state=QUEUED, current_step=info.current_step)
             if info.state == RUNNING:
                 self.catalog.update_training_run(info.id, state=INTERRUPTED,
