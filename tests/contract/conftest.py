@@ -1,11 +1,18 @@
-"""Contract-test fixtures: a real catalog process per backend, and stubs to call it with."""
+"""Contract-test fixtures: a real catalog process per backend, and stubs to call it with; for the generator and
+trainer folders, a SQLite catalog per module and the demo model built once per session."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
 from harness.postgres import temporary_database
-from harness.processes import ADMIN_METADATA, catalog_process
+from harness.processes import ADMIN_METADATA, ServiceProcess, catalog_process
 
 from imagineer.catalog.v1 import catalog_service_pb2_grpc
 
@@ -40,3 +47,41 @@ def stub(channel):
 def admin():
     """Call metadata of an admin caller."""
     return ADMIN_METADATA
+
+
+DEMO_MODEL_FOLDER = "imagineer-tiny-sd"
+
+
+@pytest.fixture(scope="session")
+def demo_model_dir(tmp_path_factory) -> Path:
+    """The demo model folder, built once in a subprocess (torch stays out of the test process); the generators
+    and trainers of the tests load it (``IMAGINEER_GENERATOR_MODEL`` / ``IMAGINEER_TRAINER_MODEL``)."""
+    models_dir = tmp_path_factory.mktemp("demo-models")
+    code = "import sys; from pathlib import Path; from imagineer_models.tiny_model import ensure_tiny_model; " \
+           "print(ensure_tiny_model(Path(sys.argv[1])))"
+    result = subprocess.run([sys.executable, "-c", code, str(models_dir)], env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                            capture_output=True, text=True, timeout=300, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"building the demo model failed ({result.returncode}):\n{result.stderr}")
+    folder = models_dir / DEMO_MODEL_FOLDER
+    assert (folder / "model_index.json").is_file(), result.stdout
+    return folder
+
+
+@pytest.fixture(scope="module")
+def catalog(tmp_path_factory) -> Iterator[ServiceProcess]:
+    """One catalog process (SQLite) per test module, for the generator's and trainer's tests."""
+    service = catalog_process(tmp_path_factory.mktemp("catalog")).start()
+    yield service
+    service.stop()
+
+
+@pytest.fixture(scope="module")
+def catalog_channel(catalog) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(catalog.address) as channel:
+        yield channel
+
+
+@pytest.fixture(scope="module")
+def catalog_stub(catalog_channel) -> catalog_service_pb2_grpc.CatalogServiceStub:
+    return catalog_service_pb2_grpc.CatalogServiceStub(catalog_channel)

@@ -1,8 +1,6 @@
 """Builds the generator contract tests' heavy fixtures in a process of its own (torch must not share the CPU
 with a rendering generator; see conftest.py).
 
-    python build_fixtures.py model MODELS_DIR
-        the demo model, as the generator builds it (``imagineer_models.tiny_model.ensure_tiny_model``);
     python build_fixtures.py loras MODEL_DIR OUT_DIR
         LoRA adapters for that model, each a ``pytorch_lora_weights.safetensors`` written the way the trainer
         writes them (peft + ``convert_state_dict_to_diffusers`` + ``save_lora_weights``):
@@ -23,10 +21,6 @@ RANK = 4
 WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
 
 
-def build_model(models_dir: Path) -> None:
-    from imagineer_models.tiny_model import ensure_tiny_model
-
-    print(ensure_tiny_model(models_dir))
 
 
 def _lora_state_dict(model_dir: Path, seed: int, scale: float):
@@ -77,9 +71,7 @@ def build_loras(model_dir: Path, out_dir: Path) -> None:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) == 2 and argv[0] == "model":
-        build_model(Path(argv[1]))
-    elif len(argv) == 3 and argv[0] == "loras":
+    if len(argv) == 3 and argv[0] == "loras":
         build_loras(Path(argv[1]), Path(argv[2]))
     else:
         print(__doc__, file=sys.stderr)

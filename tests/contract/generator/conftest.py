@@ -23,7 +23,7 @@ from pathlib import Path
 import grpc
 import pytest
 from harness.catalog_client import artifact_requests, download_image
-from harness.processes import ADMIN_METADATA, ServiceProcess, catalog_process, generator_process
+from harness.processes import ADMIN_METADATA, ServiceProcess, generator_process
 
 from imagineer.catalog.v1 import catalog_service_pb2 as cat_api
 from imagineer.catalog.v1 import catalog_service_pb2_grpc
@@ -33,7 +33,6 @@ from imagineer.generator.v1 import generator_service_pb2 as gen_api
 from imagineer.generator.v1 import generator_service_pb2_grpc
 
 DEMO_MODEL_NAME = "imagineer/tiny-sd"
-DEMO_MODEL_FOLDER = "imagineer-tiny-sd"
 BUILD_SCRIPT = Path(__file__).with_name("build_fixtures.py")
 LORA_WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
 TERMINAL = (common_pb2.JOB_STATE_COMPLETED, common_pb2.JOB_STATE_FAILED, common_pb2.JOB_STATE_CANCELLED)
@@ -53,14 +52,7 @@ def _build(*args: str, timeout: float = 300) -> str:
 
 # --- files built once per session ---------------------------------------------------------------------------------
 
-@pytest.fixture(scope="session")
-def demo_model_dir(tmp_path_factory) -> Path:
-    """The demo model folder, built once in a subprocess; the generators load it with IMAGINEER_GENERATOR_MODEL."""
-    models_dir = tmp_path_factory.mktemp("demo-models")
-    _build("model", str(models_dir))
-    folder = models_dir / DEMO_MODEL_FOLDER
-    assert (folder / "model_index.json").is_file()
-    return folder
+
 
 
 @pytest.fixture(scope="session")
@@ -83,23 +75,13 @@ def lora_artifact_bytes(tmp_path_factory, demo_model_dir) -> dict[str, bytes]:
 
 # --- processes, one catalog and one generator per module ------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def catalog(tmp_path_factory) -> Iterator[ServiceProcess]:
-    """One catalog process (SQLite) per test module."""
-    service = catalog_process(tmp_path_factory.mktemp("catalog")).start()
-    yield service
-    service.stop()
 
 
-@pytest.fixture(scope="module")
-def catalog_channel(catalog) -> Iterator[grpc.Channel]:
-    with grpc.insecure_channel(catalog.address) as channel:
-        yield channel
 
 
-@pytest.fixture(scope="module")
-def catalog_stub(catalog_channel) -> catalog_service_pb2_grpc.CatalogServiceStub:
-    return catalog_service_pb2_grpc.CatalogServiceStub(catalog_channel)
+
+
+
 
 
 def start_generator(data_dir: Path, catalog_address: str, model_dir: Path | None, *, wait: bool = True,

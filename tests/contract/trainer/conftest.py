@@ -14,9 +14,6 @@ trainings (2000 steps) are always cancelled.
 from __future__ import annotations
 
 import itertools
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,7 +23,7 @@ import grpc
 import pytest
 from harness.catalog_client import download_artifact, download_image, upload_image
 from harness.images import png_bytes
-from harness.processes import ADMIN_METADATA, ServiceProcess, catalog_process, trainer_process
+from harness.processes import ADMIN_METADATA, ServiceProcess, trainer_process
 
 from imagineer.catalog.v1 import catalog_service_pb2 as cat_api
 from imagineer.catalog.v1 import catalog_service_pb2_grpc
@@ -35,7 +32,6 @@ from imagineer.common.v1 import common_pb2
 from imagineer.trainer.v1 import trainer_service_pb2 as api
 from imagineer.trainer.v1 import trainer_service_pb2_grpc
 
-DEMO_MODEL_FOLDER = "imagineer-tiny-sd"
 COMPLETED = common_pb2.JOB_STATE_COMPLETED
 ENDED = (COMPLETED, common_pb2.JOB_STATE_FAILED, common_pb2.JOB_STATE_CANCELLED, common_pb2.JOB_STATE_INTERRUPTED)
 # The quick settings of the tests' trainings: the demo model's own size, two images a step.
@@ -54,41 +50,18 @@ def event_kind(event: api.WatchTrainingResponse) -> str:
 
 # --- the demo model, built once per session --------------------------------------------------------------------------
 
-@pytest.fixture(scope="session")
-def demo_model_dir(tmp_path_factory) -> Path:
-    """The demo model folder, built in a subprocess (torch stays out of the test process); every trainer and
-    generator of these tests loads it (``IMAGINEER_TRAINER_MODEL`` / ``IMAGINEER_GENERATOR_MODEL``)."""
-    models_dir = tmp_path_factory.mktemp("trainer-demo-models")
-    code = "import sys; from pathlib import Path; from imagineer_models.tiny_model import ensure_tiny_model; " \
-           "print(ensure_tiny_model(Path(sys.argv[1])))"
-    result = subprocess.run([sys.executable, "-c", code, str(models_dir)], env={**os.environ, "HF_HUB_OFFLINE": "1"},
-                            capture_output=True, text=True, timeout=300, check=False)
-    if result.returncode != 0:
-        raise RuntimeError(f"building the demo model failed ({result.returncode}):\n{result.stderr}")
-    folder = models_dir / DEMO_MODEL_FOLDER
-    assert (folder / "model_index.json").is_file(), result.stdout
-    return folder
+
 
 
 # --- processes -----------------------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def catalog(tmp_path_factory) -> Iterator[ServiceProcess]:
-    """One catalog process (SQLite) per test module."""
-    service = catalog_process(tmp_path_factory.mktemp("catalog")).start()
-    yield service
-    service.stop()
 
 
-@pytest.fixture(scope="module")
-def catalog_channel(catalog) -> Iterator[grpc.Channel]:
-    with grpc.insecure_channel(catalog.address) as channel:
-        yield channel
 
 
-@pytest.fixture(scope="module")
-def catalog_stub(catalog_channel) -> catalog_service_pb2_grpc.CatalogServiceStub:
-    return catalog_service_pb2_grpc.CatalogServiceStub(catalog_channel)
+
+
+
 
 
 def start_trainer(data_dir: Path, catalog_address: str, model_dir: Path, *, wait: bool = True,
