@@ -65,6 +65,7 @@ def main() -> int:
                 process.kill()
 
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)  # even when started in the background, where SIGINT is ignored
     try:
         for name, module, port, env in SERVICES:
             with open(logs / f"{name}.log", "ab") as log:
