@@ -24,8 +24,6 @@ from imagineer_catalog.store import (
     create_once,
     load_json,
     parse_id,
-    remember_request,
-    remembered_request,
     utcnow,
 )
 from imagineer_catalog.visibility import visible_albums, visible_images
@@ -117,24 +115,16 @@ def create(catalog: Catalog, fields: AlbumFields, request_id: str = "") -> Album
     errors = ViolationCollector()
     validate_fields(fields, errors)
     errors.raise_if_any()
-    def create_album() -> AlbumView:
-        with catalog.db.write() as session:
-            earlier = remembered_request(session, "CreateAlbum", request_id)
-            if earlier is not None:
-                return _view(session, require_album(session, earlier), ADMIN)
-            now = utcnow()
-            row = AlbumRow(
-                name=fields.name.strip(), description=fields.description or None, album_type=fields.album_type,
-                is_public=fields.is_public, is_training_source=fields.is_training_source,
-                created_by=fields.created_by or None, generation_prompt=fields.generation_prompt or None,
-                generation_config=json.dumps(fields.generation_config) if fields.generation_config else None,
-                created_at=now, updated_at=now)
-            session.add(row)
-            session.flush()
-            remember_request(session, "CreateAlbum", request_id, row.id)
-            return AlbumView(row=row, image_count=0)
+    def insert(_session: Session) -> AlbumRow:
+        now = utcnow()
+        return AlbumRow(
+            name=fields.name.strip(), description=fields.description or None, album_type=fields.album_type,
+            is_public=fields.is_public, is_training_source=fields.is_training_source,
+            created_by=fields.created_by or None, generation_prompt=fields.generation_prompt or None,
+            generation_config=json.dumps(fields.generation_config) if fields.generation_config else None,
+            created_at=now, updated_at=now)
 
-    return create_once(catalog, "CreateAlbum", request_id, create_album,
+    return create_once(catalog, "CreateAlbum", request_id, insert,
                        lambda session, album_id: _view(session, require_album(session, album_id), ADMIN))
 
 

@@ -21,8 +21,6 @@ from imagineer_catalog.store import (
     create_once,
     load_json,
     parse_id,
-    remember_request,
-    remembered_request,
     utcnow,
 )
 from imagineer_common.errors import FailedPrecondition, InvalidArgument, NotFound, ViolationCollector
@@ -148,23 +146,15 @@ def training_album_ids(row: TrainingRunRow) -> list[int]:
 
 
 def create_training_run(catalog: Catalog, fields: JobFields, request_id: str = "") -> TrainingRunRow:
-    def create() -> TrainingRunRow:
-        with catalog.db.write() as session:
-            earlier = remembered_request(session, "CreateTrainingRun", request_id)
-            if earlier is not None:
-                return require_training_run(session, earlier)
-            album_ids = _validate_training(session, fields, None)
-            now = utcnow()
-            row = TrainingRunRow(name="", dataset_path="", output_path="", status="pending", created_at=now)
-            row.training_config = json.dumps({"album_ids": album_ids})  # where the legacy app kept them
-            _initial_state(row, fields.state)
-            _assign_training(row, fields, TRAINING_RUN_FIELDS - {"state"})
-            session.add(row)
-            session.flush()
-            remember_request(session, "CreateTrainingRun", request_id, row.id)
-            return row
+    def insert(session: Session) -> TrainingRunRow:
+        album_ids = _validate_training(session, fields, None)
+        row = TrainingRunRow(name="", dataset_path="", output_path="", status="pending", created_at=utcnow())
+        row.training_config = json.dumps({"album_ids": album_ids})  # where the legacy app kept them
+        _initial_state(row, fields.state)
+        _assign_training(row, fields, TRAINING_RUN_FIELDS - {"state"})
+        return row
 
-    return create_once(catalog, "CreateTrainingRun", request_id, create, require_training_run)
+    return create_once(catalog, "CreateTrainingRun", request_id, insert, require_training_run)
 
 
 def require_training_run(session: Session, run_id: int) -> TrainingRunRow:
@@ -318,21 +308,14 @@ def _validate_scrape(session: Session, fields: JobFields, paths: set[str] | None
 
 
 def create_scrape_job(catalog: Catalog, fields: JobFields, request_id: str = "") -> ScrapeJobRow:
-    def create() -> ScrapeJobRow:
-        with catalog.db.write() as session:
-            earlier = remembered_request(session, "CreateScrapeJob", request_id)
-            if earlier is not None:
-                return require_scrape_job(session, earlier)
-            _validate_scrape(session, fields, None)
-            row = ScrapeJobRow(name="", source_url=fields.source_url, status="pending", created_at=utcnow())
-            _initial_state(row, fields.state)
-            _assign_scrape(row, fields, SCRAPE_JOB_FIELDS - {"state"})
-            session.add(row)
-            session.flush()
-            remember_request(session, "CreateScrapeJob", request_id, row.id)
-            return row
+    def insert(session: Session) -> ScrapeJobRow:
+        _validate_scrape(session, fields, None)
+        row = ScrapeJobRow(name="", source_url=fields.source_url, status="pending", created_at=utcnow())
+        _initial_state(row, fields.state)
+        _assign_scrape(row, fields, SCRAPE_JOB_FIELDS - {"state"})
+        return row
 
-    return create_once(catalog, "CreateScrapeJob", request_id, create, require_scrape_job)
+    return create_once(catalog, "CreateScrapeJob", request_id, insert, require_scrape_job)
 
 
 def require_scrape_job(session: Session, job_id: int) -> ScrapeJobRow:

@@ -93,12 +93,26 @@ def remember_request(session: Session, method: str, request_id: str, resource_id
                                   created_at=utcnow()))
 
 
-def create_once(catalog: Catalog, method: str, request_id: str, create: Callable[[], T],
-                fetch: Callable[[Session, int], T]) -> T:
-    """Runs ``create``; when an overlapping retry with the same request_id won the race
-    (unique key violation on PostgreSQL), answers with what that retry created."""
+def create_once(catalog: Catalog, method: str, request_id: str, insert: Callable[[Session], Any],
+                present: Callable[[Session, int], T]) -> T:
+    """Creates a resource at most once per ``request_id`` (AIP-155) and answers with ``present`` of it.
+
+    ``insert`` adds the new row to the session; a retry finds the resource the first call made, even when the
+    two overlapped (the loser's unique-key violation on PostgreSQL is answered with the winner's resource).
+    """
+    def attempt() -> T:
+        with catalog.db.write() as session:
+            earlier = remembered_request(session, method, request_id)
+            if earlier is not None:
+                return present(session, earlier)
+            row = insert(session)
+            session.add(row)
+            session.flush()
+            remember_request(session, method, request_id, row.id)
+            return present(session, row.id)
+
     try:
-        return create()
+        return attempt()
     except IntegrityError:
         if not request_id:
             raise
@@ -106,7 +120,7 @@ def create_once(catalog: Catalog, method: str, request_id: str, create: Callable
             earlier = remembered_request(session, method, request_id)
             if earlier is None:
                 raise
-            return fetch(session, earlier)
+            return present(session, earlier)
 
 
 def sweep_storage(catalog: Catalog) -> tuple[int, int]:
