@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-import threading
 
 import grpc
 import pytest
 from harness.catalog_client import upload_image
+from harness.concurrency import expect_error, race
 from harness.images import png_bytes
 
 from imagineer.catalog.v1 import catalog_service_pb2 as api
@@ -46,36 +46,6 @@ def images_labelled(stub, metadata, text: str) -> set[str]:
     reply = stub.ListImages(api.ListImagesRequest(label_text=text, page_size=500), metadata=metadata)
     assert not reply.next_page_token
     return {i.id for i in reply.images}
-
-
-def expect_error(code: grpc.StatusCode, call, *args, **kwargs) -> grpc.RpcError:
-    with pytest.raises(grpc.RpcError) as caught:
-        call(*args, **kwargs)
-    assert caught.value.code() == code, caught.value.details()
-    return caught.value
-
-
-def race(actions: list) -> list:
-    """Runs each action in its own thread, all released at the same moment; returns their results in order."""
-    barrier = threading.Barrier(len(actions))
-    results: list = [None] * len(actions)
-    errors: list[BaseException] = []
-
-    def run(index: int) -> None:
-        try:
-            barrier.wait(timeout=30)
-            results[index] = actions[index]()
-        except BaseException as error:  # reported by the calling thread
-            errors.append(error)
-
-    threads = [threading.Thread(target=run, args=(index,)) for index in range(len(actions))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert not errors, errors
-    assert not any(thread.is_alive() for thread in threads)
-    return results
 
 
 # CreateLabel
