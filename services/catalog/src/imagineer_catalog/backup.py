@@ -329,14 +329,16 @@ def read_manifest(source: Path) -> BackupManifest:
     return manifest
 
 
-def restore(source: Path, database_url: str, storage_root: Path) -> BackupManifest:
+def restore(source: Path, database_url: str, storage_root: Path, *,
+            staged_upload: Path | None = None) -> BackupManifest:
     """Restores the backup ``source`` into an empty database and an empty storage root.
 
     Raises InvalidArgument for an archive that is not a sound backup (unsafe
     paths, missing members, wrong checksums) and FailedPrecondition when the
     backup is from a newer catalog or the target is not empty; in those cases
     nothing is changed. A failure while inserting rows rolls the rows back and
-    leaves an empty schema, which a later restore accepts.
+    leaves an empty schema, which a later restore accepts. ``staged_upload`` is the archive itself when it was
+    received into the storage root's temporary folder (the only file allowed there).
     """
     storage_root = Path(storage_root)
     with _open_archive(source) as archive:
@@ -352,7 +354,7 @@ def restore(source: Path, database_url: str, storage_root: Path) -> BackupManife
                 f"know (its newest is {revisions[-1]!r}); restore it with the catalog version that made it",
                 reason="BACKUP_REVISION_UNKNOWN")
         current = _check_database_empty(database_url, revisions)
-        _check_storage_empty(storage_root)
+        _check_storage_empty(storage_root, staged_upload)
 
         storage_root.mkdir(parents=True, exist_ok=True)
         (storage_root / "tmp").mkdir(exist_ok=True)
@@ -473,14 +475,14 @@ def _check_database_empty(url: str, revisions: list[str]) -> str | None:
         engine.dispose()
 
 
-def _check_storage_empty(root: Path) -> None:
+def _check_storage_empty(root: Path, staged_upload: Path | None = None) -> None:
     if not root.exists():
         return
     if not root.is_dir():
         raise FailedPrecondition(f"the storage root {root} is not a folder", reason="RESTORE_TARGET_NOT_EMPTY")
     for entry in root.iterdir():
-        if entry.name == "tmp" and entry.is_dir() and not any(entry.iterdir()):
-            continue  # what an unused BlobStore leaves behind
+        if entry.name == "tmp" and entry.is_dir() and all(path == staged_upload for path in entry.iterdir()):
+            continue  # what an unused BlobStore leaves behind (plus the archive being restored)
         raise FailedPrecondition(f"the storage root {root} is not empty (it holds {entry.name!r}); restore into an "
                                  "empty folder", reason="RESTORE_TARGET_NOT_EMPTY")
 

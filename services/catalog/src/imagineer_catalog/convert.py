@@ -7,9 +7,11 @@ from typing import Any
 
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
+from imagineer.catalog.v1 import catalog_service_pb2 as api
 from imagineer.catalog.v1 import resources_pb2 as res
 from imagineer.common.v1 import common_pb2 as common
 from imagineer_catalog import albums, artifacts, jobs
+from imagineer_catalog.backup import BackupManifest
 from imagineer_catalog.images import GenerationRecord, LoraUse, generation_from_row
 from imagineer_catalog.models import ArtifactRow, ImageRow, LabelRow, ScrapeJobRow, TrainingRunRow
 from imagineer_catalog.store import load_json
@@ -200,3 +202,10 @@ def artifact_message(row: ArtifactRow) -> res.Artifact:
         training_run_id=str(row.training_run_id) if row.training_run_id else "",
         metadata=artifacts.metadata_of(row), size_bytes=row.size_bytes, sha256=row.content_hash,
         create_time=timestamp(row.created_at))
+
+
+def backup_manifest_message(manifest: BackupManifest, archive_size: int, archive_sha256: str) -> api.BackupManifest:
+    return api.BackupManifest(
+        format_version=manifest.format_version, schema_revision=manifest.alembic_revision,
+        row_count=manifest.total_rows, file_count=len(manifest.blobs), file_bytes=manifest.blob_bytes,
+        archive_size_bytes=archive_size, archive_sha256=archive_sha256)

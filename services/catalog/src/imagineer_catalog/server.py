@@ -15,7 +15,7 @@ from google.protobuf import empty_pb2
 from imagineer.catalog.v1 import catalog_service_pb2 as api
 from imagineer.catalog.v1 import catalog_service_pb2_grpc as api_grpc
 from imagineer.catalog.v1 import resources_pb2 as res
-from imagineer_catalog import albums, artifacts, convert, images, importer, jobs, labels
+from imagineer_catalog import albums, artifacts, convert, images, importer, jobs, labels, maintenance
 from imagineer_catalog.images import FileDownload
 from imagineer_catalog.store import Catalog
 from imagineer_common.auth import current_caller
@@ -287,3 +287,27 @@ class CatalogServicer(api_grpc.CatalogServiceServicer):
                     relative_path=update.relative_path, outcome=IMPORT_OUTCOMES[update.outcome],
                     image_id=str(update.image_id or ""), album_id=str(update.album_id or ""),
                     message=update.message, files_done=update.files_done, files_total=update.files_total))
+
+    # Maintenance
+
+    def BackupCatalog(self, request, context):
+        with maintenance.backup_archive(self.catalog) as archive:
+            for chunk in archive.chunks():
+                yield api.BackupCatalogResponse(chunk_data=chunk)
+            yield api.BackupCatalogResponse(manifest=convert.backup_manifest_message(
+                archive.manifest, archive.size_bytes, archive.sha256))
+
+    def RestoreCatalog(self, request_iterator, context):
+        catalog = self.catalog
+        staged = maintenance.receive_archive(catalog, (message.chunk_data for message in request_iterator))
+        try:
+            # Other calls wait outside (UNAVAILABLE) while rows and files come back.
+            self._gate.close("a restore is in progress; try again when it has finished")
+            try:
+                result = maintenance.restore_archive(catalog, staged)
+            finally:
+                self._gate.open()
+        finally:
+            catalog.blobs.discard(staged)
+        return api.RestoreCatalogResponse(manifest=convert.backup_manifest_message(
+            result.manifest, result.size_bytes, result.sha256))

@@ -18,14 +18,15 @@ from rich.table import Table
 
 from imagineer.common.v1 import common_pb2
 from imagineer.generator.v1 import generator_service_pb2 as api
-from imagineer_client.client import Imagineer, ImagineerError, Lora
+from imagineer_client import catalog_commands
+from imagineer_client.client import Imagineer, ImagineerError, Lora, client_from_args
 
 EXIT_OK, EXIT_FAULT, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 STATE_NAMES = {value: name.removeprefix("JOB_STATE_").lower() for name, value in common_pb2.JobState.items()}
 
 
 def _client(args) -> Imagineer:
-    return Imagineer(catalog=args.catalog, generator=args.generator, trainer=args.trainer, token=args.token)
+    return client_from_args(args)
 
 
 def _generate(args, console: Console) -> int:
@@ -278,6 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     runs_cancel = runs.add_parser("cancel", help="cancel a training")
     runs_cancel.add_argument("id")
     runs_cancel.set_defaults(handler=_runs_cancel)
+
+    catalog_commands.add_commands(commands)
     return parser
 
 

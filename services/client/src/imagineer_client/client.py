@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
+from google.protobuf import field_mask_pb2
 
 from imagineer.catalog.v1 import catalog_service_pb2 as catalog_api
 from imagineer.catalog.v1 import catalog_service_pb2_grpc as catalog_grpc
+from imagineer.catalog.v1 import resources_pb2 as catalog_pb2
 from imagineer.common.v1 import common_pb2
 from imagineer.generator.v1 import generator_service_pb2 as generator_api
 from imagineer.generator.v1 import generator_service_pb2_grpc as generator_grpc
@@ -20,6 +24,8 @@ DEFAULT_CATALOG = "127.0.0.1:50051"
 DEFAULT_GENERATOR = "127.0.0.1:50052"
 DEFAULT_TRAINER = "127.0.0.1:50053"
 DEVELOPMENT_TOKEN = "imagineer-dev-token"
+UPLOAD_CHUNK_BYTES = 64 * 1024
+MAX_PAGE_SIZE = 100
 
 
 class ImagineerError(Exception):
@@ -59,7 +65,10 @@ class Lora:
 
 
 class Imagineer:
-    """Connections to the catalog and the generator with the admin token attached to every call."""
+    """Connections to the catalog, the generator and the trainer, with the admin token attached to every call.
+
+    Every method raises ImagineerError on a failed call; ``error.bad_input`` tells refused input from server faults.
+    """
 
     def __init__(self, *, catalog: str | None = None, generator: str | None = None, trainer: str | None = None,
                  token: str | None = None) -> None:
@@ -146,6 +155,151 @@ class Imagineer:
             raise ImagineerError.from_rpc(error) from None
         return name, b"".join(parts)
 
+    # --- catalog: images, albums, labels, import ---------------------------------------------------------
+
+    def list_images(self, *, album_id: str = "", limit: int = 50, **filters) -> list[catalog_pb2.Image]:
+        """Images newest first (or in ``order_by``), up to ``limit``; filters are ListImagesRequest fields."""
+        request = catalog_api.ListImagesRequest(album_id=album_id, **filters)
+        return self._collect(self.catalog.ListImages, request, "images", limit)
+
+    def get_image(self, image_id: str) -> catalog_pb2.Image:
+        return self._call(self.catalog.GetImage, catalog_api.GetImageRequest(id=image_id))
+
+    def update_image(self, image_id: str, **fields) -> catalog_pb2.Image:
+        """Sets the given Image fields (``is_public``, ``is_nsfw``, ``filename``) and nothing else."""
+        request = catalog_api.UpdateImageRequest(image=catalog_pb2.Image(id=image_id, **fields),
+                                                 update_mask=field_mask_pb2.FieldMask(paths=sorted(fields)))
+        return self._call(self.catalog.UpdateImage, request)
+
+    def delete_image(self, image_id: str) -> None:
+        self._call(self.catalog.DeleteImage, catalog_api.DeleteImageRequest(id=image_id))
+
+    def upload_image(self, data: bytes, filename: str, *, album_id: str = "", is_public: bool = False,
+                     is_nsfw: bool = False, generation: common_pb2.GenerationParameters | None = None
+                     ) -> catalog_pb2.Image:
+        """Stores an image file (PNG, JPEG, WebP...) in the catalog, optionally appending it to an album."""
+        metadata = catalog_api.ImageUploadMetadata(
+            filename=filename, is_public=is_public, is_nsfw=is_nsfw, album_id=album_id,
+            expected_size_bytes=len(data), expected_sha256=hashlib.sha256(data).hexdigest(), generation=generation)
+
+        def messages():
+            yield catalog_api.UploadImageRequest(metadata=metadata)
+            for start in range(0, len(data), UPLOAD_CHUNK_BYTES):
+                yield catalog_api.UploadImageRequest(chunk_data=data[start:start + UPLOAD_CHUNK_BYTES])
+
+        return self._call(self.catalog.UploadImage, messages()).image
+
+    def create_album(self, name: str, *, description: str = "", is_public: bool = False,
+                     is_training_source: bool = False) -> catalog_pb2.Album:
+        album = catalog_pb2.Album(name=name, description=description, is_public=is_public,
+                                  is_training_source=is_training_source, album_type=catalog_pb2.ALBUM_TYPE_MANUAL)
+        return self._call(self.catalog.CreateAlbum, catalog_api.CreateAlbumRequest(album=album))
+
+    def get_album(self, album_id: str) -> catalog_pb2.Album:
+        return self._call(self.catalog.GetAlbum, catalog_api.GetAlbumRequest(id=album_id))
+
+    def list_albums(self, *, limit: int = 50, **filters) -> list[catalog_pb2.Album]:
+        return self._collect(self.catalog.ListAlbums, catalog_api.ListAlbumsRequest(**filters), "albums", limit)
+
+    def update_album(self, album_id: str, **fields) -> catalog_pb2.Album:
+        """Sets the given Album fields (``name``, ``is_public``, ``is_training_source``...) and nothing else."""
+        request = catalog_api.UpdateAlbumRequest(album=catalog_pb2.Album(id=album_id, **fields),
+                                                 update_mask=field_mask_pb2.FieldMask(paths=sorted(fields)))
+        return self._call(self.catalog.UpdateAlbum, request)
+
+    def delete_album(self, album_id: str) -> None:
+        self._call(self.catalog.DeleteAlbum, catalog_api.DeleteAlbumRequest(id=album_id))
+
+    def add_to_album(self, album_id: str, image_ids: list[str], position: int | None = None) -> None:
+        request = catalog_api.AddAlbumImagesRequest(album_id=album_id, image_ids=image_ids)
+        if position is not None:
+            request.position = position
+        self._call(self.catalog.AddAlbumImages, request)
+
+    def remove_from_album(self, album_id: str, image_ids: list[str]) -> None:
+        self._call(self.catalog.RemoveAlbumImages,
+                   catalog_api.RemoveAlbumImagesRequest(album_id=album_id, image_ids=image_ids))
+
+    def album_images(self, album_id: str, *, limit: int = 1000) -> list[catalog_pb2.AlbumImage]:
+        """The album's images in album order."""
+        return self._collect(self.catalog.ListAlbumImages, catalog_api.ListAlbumImagesRequest(album_id=album_id),
+                             "album_images", limit)
+
+    def add_label(self, image_id: str, text: str, label_type: int = catalog_pb2.LABEL_TYPE_MANUAL,
+                  **fields) -> catalog_pb2.Label:
+        label = catalog_pb2.Label(text=text, label_type=label_type, **fields)
+        return self._call(self.catalog.CreateLabel, catalog_api.CreateLabelRequest(image_id=image_id, label=label))
+
+    def list_labels(self, image_id: str, *, limit: int = 500) -> list[catalog_pb2.Label]:
+        return self._collect(self.catalog.ListLabels, catalog_api.ListLabelsRequest(image_id=image_id), "labels",
+                             limit)
+
+    def delete_label(self, label_id: str) -> None:
+        self._call(self.catalog.DeleteLabel, catalog_api.DeleteLabelRequest(id=label_id))
+
+    def import_outputs(self, directory: str, *, make_public: bool | None = None
+                       ) -> Iterator[catalog_api.ImportOutputsResponse]:
+        """Imports a legacy outputs folder the catalog process can read; yields per-file results, then a summary."""
+        request = catalog_api.ImportOutputsRequest(directory=directory)
+        if make_public is not None:
+            request.make_public = make_public
+        try:
+            yield from self.catalog.ImportOutputs(request, metadata=self.metadata)
+        except grpc.RpcError as error:
+            raise ImagineerError.from_rpc(error) from None
+
+    def backup(self, target: Path, *, on_bytes: Callable[[int], None] | None = None) -> catalog_api.BackupManifest:
+        """Downloads a consistent backup of the whole catalog to ``target`` (written whole or not at all)."""
+        target = Path(target)
+        partial = target.with_name(f".{target.name}.partial")
+        digest, received, manifest = hashlib.sha256(), 0, None
+        try:
+            with partial.open("wb") as handle:
+                for message in self.catalog.BackupCatalog(catalog_api.BackupCatalogRequest(), metadata=self.metadata):
+                    if message.WhichOneof("payload") == "manifest":
+                        manifest = message.manifest
+                        continue
+                    handle.write(message.chunk_data)
+                    digest.update(message.chunk_data)
+                    received += len(message.chunk_data)
+                    if on_bytes:
+                        on_bytes(received)
+            if manifest is None or manifest.archive_sha256 != digest.hexdigest():
+                raise ImagineerError("the backup stream ended early or arrived damaged; nothing was written")
+            partial.replace(target)
+        except grpc.RpcError as error:
+            raise ImagineerError.from_rpc(error) from None
+        finally:
+            partial.unlink(missing_ok=True)
+        return manifest
+
+    def restore(self, source: Path, *, on_bytes: Callable[[int], None] | None = None) -> catalog_api.BackupManifest:
+        """Uploads a backup archive into the catalog, which must be empty."""
+        sent = 0
+
+        def messages():
+            nonlocal sent
+            with Path(source).open("rb") as handle:
+                while chunk := handle.read(UPLOAD_CHUNK_BYTES):
+                    sent += len(chunk)
+                    if on_bytes:
+                        on_bytes(sent)
+                    yield catalog_api.RestoreCatalogRequest(chunk_data=chunk)
+
+        return self._call(self.catalog.RestoreCatalog, messages()).manifest
+
+    def _collect(self, method, request, field: str, limit: int) -> list:
+        """Follows page tokens until ``limit`` items or the last page."""
+        items: list = []
+        while len(items) < limit:
+            request.page_size = min(limit - len(items), MAX_PAGE_SIZE)
+            reply = self._call(method, request)
+            items.extend(getattr(reply, field))
+            if not reply.next_page_token:
+                break
+            request.page_token = reply.next_page_token
+        return items[:limit]
+
     def _call(self, method, request):
         try:
             return method(request, metadata=self.metadata)
@@ -178,3 +332,8 @@ class Imagineer:
 
     def cancel_training(self, training_id: str) -> trainer_api.Training:
         return self._call(self.trainer.CancelTraining, trainer_api.CancelTrainingRequest(id=training_id))
+
+
+def client_from_args(args) -> Imagineer:
+    """An Imagineer client from the command line's --catalog/--generator/--trainer/--token (or the environment)."""
+    return Imagineer(catalog=args.catalog, generator=args.generator, trainer=args.trainer, token=args.token)
