@@ -10,7 +10,7 @@ PROTO_FILES := $(shell find protos -name '*.proto' | sort)
 SERVICES := services/common services/models services/catalog services/generator services/trainer services/client
 STAMP := $(VENV)/.installed
 
-.PHONY: install protos test lint run bench-catalog bench-generator bench-trainer clean
+.PHONY: install protos test lint run demo bench-catalog bench-generator bench-trainer clean
 
 install: $(STAMP)
 
@@ -39,6 +39,10 @@ lint: install
 
 run: install
 	$(BIN)/python scripts/run.py
+
+# The whole story (generate, label, train, generate with the LoRA); starts the services when they are not running.
+demo: install
+	$(BIN)/python scripts/demo.py
 
 bench-catalog: install
 	$(BIN)/python bench/catalog.py

@@ -13,13 +13,13 @@ from pathlib import Path
 import grpc
 from google.protobuf import json_format
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from imagineer.common.v1 import common_pb2
 from imagineer.generator.v1 import generator_service_pb2 as api
 from imagineer_client import catalog_commands
 from imagineer_client.client import Imagineer, ImagineerError, Lora, client_from_args
+from imagineer_client.progress import follow_generation, follow_training
 
 EXIT_OK, EXIT_FAULT, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 STATE_NAMES = {value: name.removeprefix("JOB_STATE_").lower() for name, value in common_pb2.JobState.items()}
@@ -32,40 +32,23 @@ def _client(args) -> Imagineer:
 def _generate(args, console: Console) -> int:
     try:
         loras = [Lora.parse(text) for text in args.lora]
-    except ValueError as error:
+        rows_csv = Path(args.rows).read_text(encoding="utf-8") if args.rows else ""
+    except (ValueError, OSError) as error:
         console.print(f"[red]error:[/red] {error}")
         return EXIT_BAD_INPUT
     with _client(args) as client:
         job = client.generate(args.prompt, negative_prompt=args.negative, seed=args.seed, steps=args.steps,
                               guidance_scale=args.guidance, scheduler=args.scheduler, width=args.width,
                               height=args.height, images=args.n, loras=loras, album_id=args.album,
-                              make_public=args.public)
+                              album_name=args.album_name, make_public=args.public,
+                              template=args.prompt if args.rows else "", rows_csv=rows_csv)
         if args.no_wait:
             _print_job(job, args, console)
             return EXIT_OK
-        job = _follow(client, job, console, quiet=args.json)
+        job = follow_generation(client, job, console, quiet=args.json)
         saved = _save(client, job, Path(args.out)) if args.out else []
     _print_job(job, args, console, saved)
     return EXIT_OK if STATE_NAMES[job.state] == "completed" else EXIT_FAULT
-
-
-def _follow(client: Imagineer, job, console: Console, *, quiet: bool):
-    """Watches a job with a live bar: steps of the current batch and images stored."""
-    total_images = len(job.images)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True, disable=quiet) as progress:
-        images = progress.add_task("images", total=total_images)
-        steps = progress.add_task("steps", total=None)
-        for event in client.watch(job.id):
-            job = event.job
-            kind = event.WhichOneof("event")
-            if kind == "queued":
-                progress.update(steps, description=f"queued (position {event.queued.queue_position})")
-            elif kind == "step":
-                progress.update(steps, description="steps", completed=event.step.step, total=event.step.total_steps)
-            elif kind == "image":
-                progress.update(images, completed=job.images_done)
-    return job
 
 
 def _save(client: Imagineer, job, folder: Path) -> list[Path]:
@@ -123,7 +106,7 @@ def _jobs_cancel(args, console: Console) -> int:
 
 def _jobs_watch(args, console: Console) -> int:
     with _client(args) as client:
-        job = _follow(client, _get(client, args.id), console, quiet=args.json)
+        job = follow_generation(client, _get(client, args.id), console, quiet=args.json)
     _print_job(job, args, console)
     return EXIT_OK if STATE_NAMES[job.state] == "completed" else EXIT_FAULT
 
@@ -147,29 +130,9 @@ def _train(args, console: Console) -> int:
         if args.no_wait:
             _print_training(training, args, console)
             return EXIT_OK
-        training = _follow_training(client, training, console, quiet=args.json)
+        training = follow_training(client, training, console, quiet=args.json)
     _print_training(training, args, console)
     return EXIT_OK if STATE_NAMES[training.state] == "completed" else EXIT_FAULT
-
-
-def _follow_training(client: Imagineer, training, console: Console, *, quiet: bool):
-    """A live bar: step of total, loss and the estimate to the end."""
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-               TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True, disable=quiet) as progress:
-        task = progress.add_task("training", total=training.total_steps or None, info="")
-        for event in client.watch_training(training.id):
-            training = event.training
-            kind = event.WhichOneof("event")
-            if kind == "queued":
-                progress.update(task, description=f"queued (position {event.queued.queue_position})")
-            elif kind == "started":
-                progress.update(task, description="training", completed=event.started.from_step)
-            elif kind == "step":
-                step = event.step
-                progress.update(task, completed=step.step, total=step.total_steps,
-                                info=f"loss {step.loss:.4f}  ~{step.remaining_seconds:.0f}s left")
-    return training
 
 
 def _print_training(training, args, console: Console) -> None:
@@ -203,7 +166,7 @@ def _runs_list(args, console: Console) -> int:
 
 def _runs_watch(args, console: Console) -> int:
     with _client(args) as client:
-        training = _follow_training(client, client.get_training(args.id), console, quiet=args.json)
+        training = follow_training(client, client.get_training(args.id), console, quiet=args.json)
     _print_training(training, args, console)
     return EXIT_OK if STATE_NAMES[training.state] == "completed" else EXIT_FAULT
 
@@ -225,7 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     generate = commands.add_parser("generate", help="generate images and store them in the catalog")
-    generate.add_argument("prompt")
+    generate.add_argument("prompt", help="the prompt, or with --rows a template such as 'a {animal} in {place}'")
+    generate.add_argument("--rows", metavar="CSV_FILE",
+                          help="expand the prompt as a template over this CSV's rows (header = variable names)")
+    generate.add_argument("--album-name", default="", help="name of the new album (default from the prompt)")
     generate.add_argument("--negative", default="", help="negative prompt")
     generate.add_argument("--seed", type=int, help="seed of the first image (default: random)")
     generate.add_argument("--steps", type=int, default=0, help="denoising steps (default 25)")

@@ -94,22 +94,33 @@ class Imagineer:
         self._generator_channel.close()
         self._trainer_channel.close()
 
-    def generate(self, prompt: str, *, negative_prompt: str = "", seed: int | None = None, steps: int = 0,
+    def generate(self, prompt: str = "", *, negative_prompt: str = "", seed: int | None = None, steps: int = 0,
                  guidance_scale: float = 0.0, scheduler: str = "", width: int = 0, height: int = 0,
-                 images: int = 1, loras: list[Lora] | None = None, album_id: str = "",
-                 make_public: bool = False) -> generator_api.GenerationJob:
+                 images: int = 1, loras: list[Lora] | None = None, album_id: str = "", album_name: str = "",
+                 make_public: bool = False, template: str = "", rows: list[dict[str, str]] | None = None,
+                 rows_csv: str = "", request_id: str = "") -> generator_api.GenerationJob:
+        """Queues a generation and returns the job at once (see ``generate_and_wait`` and ``watch``).
+
+        With ``template`` ("a {animal} in {place}") the job makes ``images`` images for each of ``rows`` (dicts)
+        or each line of ``rows_csv`` (CSV text with a header) instead of one prompt.
+        """
         parameters = common_pb2.GenerationParameters(
             prompt=prompt, negative_prompt=negative_prompt, steps=steps, guidance_scale=guidance_scale,
             scheduler=scheduler, width=width, height=height)
         if seed is not None:
             parameters.seed = seed
         request = generator_api.StartGenerationRequest(
-            parameters=parameters, image_count=images, album_id=album_id, make_public=make_public,
+            parameters=parameters, image_count=images, album_id=album_id, album_name=album_name,
+            make_public=make_public, request_id=request_id,
             loras=[generator_api.LoraSpec(artifact_id=lora.artifact_id, weight=lora.weight) for lora in loras or []])
-        try:
-            return self.generator.StartGeneration(request, metadata=self.metadata)
-        except grpc.RpcError as error:
-            raise ImagineerError.from_rpc(error) from None
+        if template:
+            request.template.template = template
+            if rows_csv:
+                request.template.csv = rows_csv
+            else:
+                request.template.structured.rows.extend(
+                    generator_api.TemplateRow(values=row) for row in rows or [])
+        return self._call(self.generator.StartGeneration, request)
 
     def watch(self, job_id: str) -> Iterator[generator_api.WatchGenerationResponse]:
         try:
@@ -118,7 +129,7 @@ class Imagineer:
         except grpc.RpcError as error:
             raise ImagineerError.from_rpc(error) from None
 
-    def generate_and_wait(self, prompt: str, **options) -> generator_api.GenerationJob:
+    def generate_and_wait(self, prompt: str = "", **options) -> generator_api.GenerationJob:
         job = self.generate(prompt, **options)
         last = job
         for event in self.watch(job.id):

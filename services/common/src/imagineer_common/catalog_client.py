@@ -6,6 +6,7 @@ Errors come out as CatalogError with the gRPC status name, so callers need not k
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,11 +41,12 @@ class ArtifactInfo:
 
 
 class CatalogClient:
-    def __init__(self, address: str, token: str, timeout: float = 60.0) -> None:
+    def __init__(self, address: str, token: str, timeout: float = 60.0, patience: float = 120.0) -> None:
         self._channel = grpc.insecure_channel(address)
         self._stub = api_grpc.CatalogServiceStub(self._channel)
         self._metadata = (("authorization", f"Bearer {token}"),)
         self._timeout = timeout
+        self.patience = patience  # how long background writes wait out an unreachable catalog
         self.address = address
 
     def close(self) -> None:
@@ -56,6 +58,28 @@ class CatalogClient:
         except grpc.RpcError as error:
             raise CatalogError(f"catalog {what} failed: {error.code().name}: {error.details()}",
                                error.code().name) from None
+
+    def _call_patiently(self, what: str, method, make_request):
+        """For idempotent writes of background work: rides out a catalog restart instead of losing the result.
+
+        Waits for the channel to be ready and retries UNAVAILABLE (connection refused or dropped) with backoff
+        until ``patience`` seconds have passed. ``make_request`` builds a fresh request (or request iterator) for
+        each attempt.
+        """
+        deadline = time.monotonic() + self.patience
+        delay = 0.2
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                return method(make_request(), metadata=self._metadata, timeout=max(1.0, min(self._timeout, remaining)),
+                              wait_for_ready=True)
+            except grpc.RpcError as error:
+                retryable = error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+                if not retryable or time.monotonic() + delay >= deadline:
+                    raise CatalogError(f"catalog {what} failed: {error.code().name}: {error.details()}",
+                                       error.code().name) from None
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
     def create_album(self, *, name: str, album_type: str, prompt: str, config: dict, request_id: str,
                      is_public: bool) -> str:
@@ -80,7 +104,8 @@ class CatalogClient:
             for start in range(0, len(data), CHUNK_BYTES):
                 yield api.UploadImageRequest(chunk_data=data[start:start + CHUNK_BYTES])
 
-        return self._call("UploadImage", self._stub.UploadImage, requests()).image.id
+        # Idempotent: the same bytes return the same image and join the album once.
+        return self._call_patiently("UploadImage", self._stub.UploadImage, requests).image.id
 
     def artifact(self, artifact_id: str) -> ArtifactInfo:
         reply = self._call("GetArtifact", self._stub.GetArtifact, api.GetArtifactRequest(id=artifact_id))
@@ -188,17 +213,22 @@ class TrainingCatalog(CatalogClient):
             if not token:
                 return runs
 
-    def update_training_run(self, run_id: str, **fields) -> None:
+    def update_training_run(self, run_id: str, *, patient: bool = False, **fields) -> None:
         """Sets the named fields: state (lowercase name), progress_percent, current_step, training_loss,
-        error_message, artifact_id, total_steps."""
+        error_message, artifact_id, total_steps. ``patient`` rides out a catalog restart (for results that must
+        not be lost; progress reports fail fast)."""
         run = res.TrainingRun(id=run_id)
         for name, value in fields.items():
             if name == "state":
                 run.state = JOB_STATES[value]
             else:
                 setattr(run, name, value)
-        self._call("UpdateTrainingRun", self._stub.UpdateTrainingRun, api.UpdateTrainingRunRequest(
-            training_run=run, update_mask=field_mask_pb2.FieldMask(paths=sorted(fields))))
+        request = api.UpdateTrainingRunRequest(training_run=run,
+                                               update_mask=field_mask_pb2.FieldMask(paths=sorted(fields)))
+        if patient:
+            self._call_patiently("UpdateTrainingRun", self._stub.UpdateTrainingRun, lambda: request)
+        else:
+            self._call("UpdateTrainingRun", self._stub.UpdateTrainingRun, request)
 
     def upload_artifact(self, *, path: Path, name: str, kind: str, base_model: str, rank: int, training_run_id: str,
                         metadata: dict[str, str]) -> str:
@@ -212,4 +242,5 @@ class TrainingCatalog(CatalogClient):
             for start in range(0, len(data), CHUNK_BYTES):
                 yield api.UploadArtifactRequest(chunk_data=data[start:start + CHUNK_BYTES])
 
-        return self._call("UploadArtifact", self._stub.UploadArtifact, requests()).artifact.id
+        # Idempotent: the same bytes return the first artifact.
+        return self._call_patiently("UploadArtifact", self._stub.UploadArtifact, requests).artifact.id

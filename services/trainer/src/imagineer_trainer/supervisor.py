@@ -165,8 +165,9 @@ class Supervisor:
             return
         artifact_id = self._publish(run, trainer, outcome.final_loss)
         run.artifact_id = artifact_id  # shown with the finished event
-        self.catalog.update_training_run(run.id, artifact_id=artifact_id, training_loss=outcome.final_loss,
-                                         progress_percent=100.0, current_step=outcome.step)
+        # training_loss is the moving average, as in every progress report and in Training.loss.
+        self.catalog.update_training_run(run.id, artifact_id=artifact_id, training_loss=run.loss,
+                                         progress_percent=100.0, current_step=outcome.step, patient=True)
         self._end(run, COMPLETED)
         shutil.rmtree(self.runs_dir / run.id, ignore_errors=True)  # the weights are in the catalog now
 
@@ -215,7 +216,7 @@ class Supervisor:
         if run.ended:
             return
         try:
-            self.catalog.update_training_run(run.id, state=state, error_message=reason)
+            self.catalog.update_training_run(run.id, state=state, error_message=reason, patient=True)
         except CatalogError as error:
             log.error("could not record the end of training %s in the catalog: %s", run.id, error)
         run.finish(state, reason)

@@ -1,0 +1,47 @@
+"""Live progress bars for generation jobs and trainings, shared by the command line and the demo."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from imagineer_client.client import Imagineer
+
+
+def follow_generation(client: Imagineer, job, console: Console, *, quiet: bool):
+    """Watches a job with a live bar: steps of the current batch and images stored."""
+    total_images = len(job.images)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True, disable=quiet) as progress:
+        images = progress.add_task("images", total=total_images)
+        steps = progress.add_task("steps", total=None)
+        for event in client.watch(job.id):
+            job = event.job
+            kind = event.WhichOneof("event")
+            if kind == "queued":
+                progress.update(steps, description=f"queued (position {event.queued.queue_position})")
+            elif kind == "step":
+                progress.update(steps, description="steps", completed=event.step.step, total=event.step.total_steps)
+            elif kind == "image":
+                progress.update(images, completed=job.images_done)
+    return job
+
+
+def follow_training(client: Imagineer, training, console: Console, *, quiet: bool):
+    """A live bar: step of total, loss and the estimate to the end."""
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True, disable=quiet) as progress:
+        task = progress.add_task("training", total=training.total_steps or None, info="")
+        for event in client.watch_training(training.id):
+            training = event.training
+            kind = event.WhichOneof("event")
+            if kind == "queued":
+                progress.update(task, description=f"queued (position {event.queued.queue_position})")
+            elif kind == "started":
+                progress.update(task, description="training", completed=event.started.from_step)
+            elif kind == "step":
+                step = event.step
+                progress.update(task, completed=step.step, total=step.total_steps,
+                                info=f"loss {step.loss:.4f}  ~{step.remaining_seconds:.0f}s left")
+    return training
