@@ -7,19 +7,14 @@ each other down a hundredfold).
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from harness.processes import ADMIN_TOKEN, ServiceProcess, catalog_process, generator_process, trainer_process
 
-from imagineer.common.v1 import common_pb2
 from imagineer_client.client import Imagineer
-
-ENDED = (common_pb2.JOB_STATE_COMPLETED, common_pb2.JOB_STATE_FAILED, common_pb2.JOB_STATE_CANCELLED,
-         common_pb2.JOB_STATE_INTERRUPTED)
 
 
 @dataclass
@@ -68,14 +63,3 @@ def fresh_platform(tmp_path, demo_model_dir) -> Iterator[Platform]:
         yield running
     finally:
         running.stop()
-
-
-def wait_for(condition: Callable[[], object], what: str, timeout: float = 120.0, interval: float = 0.05):
-    """Polls until ``condition()`` is truthy and returns it; fails naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
