@@ -33,6 +33,7 @@ class LocalSettings:
     device: str = "auto"  # auto, cpu or cuda
     prompt: str = "a picture of"  # BLIP's conditional captioning prefix; empty for unconditional captions
     max_new_tokens: int = 40
+    min_new_tokens: int = 3  # a caption of a word or two says nothing; the end token waits for these
     num_beams: int = 3
 
 
@@ -102,6 +103,7 @@ class LocalCaptioner:
         inputs = processor(**arguments).to(device)
         with torch.inference_mode():
             output = model.generate(**inputs, max_new_tokens=self.settings.max_new_tokens,
+                                    min_new_tokens=min(self.settings.min_new_tokens, self.settings.max_new_tokens),
                                     num_beams=self.settings.num_beams)
         caption = normalize_caption(processor.decode(output[0], skip_special_tokens=True))
         if not caption:
