@@ -12,6 +12,7 @@ import base64
 import hashlib
 import json
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -76,6 +77,7 @@ class FakeAnthropic:
     queue: deque = field(default_factory=deque)
     by_image: dict[str, Reply | list[Reply]] = field(default_factory=dict)
     requests: list[Recorded] = field(default_factory=list)
+    delay_seconds: float = 0.0  # before each answer, to make a job slow enough to cancel
     _server: ThreadingHTTPServer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -94,6 +96,7 @@ class FakeAnthropic:
             self.by_image.clear()
             self.requests.clear()
             self.default = good()
+            self.delay_seconds = 0.0
 
     def _reply_for(self, recorded: Recorded) -> Reply:
         with self._lock:
@@ -122,6 +125,7 @@ class FakeAnthropic:
                     body = {}
                 headers = {name.lower(): value for name, value in self.headers.items()}
                 reply = fake._reply_for(Recorded(path=self.path, headers=headers, body=body))
+                time.sleep(fake.delay_seconds)
                 payload = reply.body.encode()
                 self.send_response(reply.status)
                 self.send_header("content-type", "application/json")
