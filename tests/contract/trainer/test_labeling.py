@@ -6,6 +6,7 @@ captioner built once per session in a subprocess (torch stays out of the test pr
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -332,3 +333,37 @@ def test_every_rpc_requires_the_admin_token(stub, method, request_message, metad
             list(reply)
 
     expect_error(grpc.StatusCode.UNAUTHENTICATED, call)
+
+
+# --- the command line ------------------------------------------------------------------------------------------------
+
+def imagineer(catalog, trainer_address: str, *args: str):
+    import subprocess
+
+    from harness.processes import ADMIN_TOKEN
+
+    command = [sys.executable, "-m", "imagineer_client.cli", "--catalog", catalog.address, "--trainer",
+               trainer_address, "--token", ADMIN_TOKEN, *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_cli_labels_an_album_and_lists_watches_and_cancels(catalog, labeling_trainer, cat, api_fake):
+    address = labeling_trainer.service.address
+    album = cat.create_album("cli")
+    images = [cat.upload(album.id) for _ in range(3)]
+    api_fake.answer_image(cat.image_bytes(images[1].id), fake.malformed())
+    result = imagineer(catalog, address, "--json", "label", "album", album.id)
+    assert result.returncode == 0, result.stderr
+    labeling = json.loads(result.stdout)
+    assert labeling["state"] == "JOB_STATE_COMPLETED"
+    assert labeling["summary"]["labeled"] == 2 and labeling["summary"]["failed"] == 1
+    table = imagineer(catalog, address, "label", "image", images[0].id, "--labeler", "local")
+    assert table.returncode == 0 and "completed" in table.stdout and "1 labeled" in table.stdout, table.stdout
+    listing = imagineer(catalog, address, "--json", "labeling", "list")
+    assert labeling["id"] in [item["id"] for item in json.loads(listing.stdout)]
+    watched = imagineer(catalog, address, "--json", "labeling", "watch", labeling["id"])
+    assert watched.returncode == 0 and json.loads(watched.stdout)["summary"]["failed"] == 1
+    cancelled = imagineer(catalog, address, "labeling", "cancel", labeling["id"])
+    assert cancelled.returncode == 2 and "FAILED_PRECONDITION" in cancelled.stdout
+    refused = imagineer(catalog, address, "label", "album", "987654")
+    assert refused.returncode == 2 and "NOT_FOUND" in refused.stdout
