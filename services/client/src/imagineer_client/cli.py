@@ -20,6 +20,7 @@ from imagineer.generator.v1 import generator_service_pb2 as api
 from imagineer_client import catalog_commands
 from imagineer_client.client import Imagineer, ImagineerError, Lora, client_from_args
 from imagineer_client.progress import follow_generation, follow_training
+from imagineer_client import label_commands
 
 EXIT_OK, EXIT_FAULT, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 STATE_NAMES = {value: name.removeprefix("JOB_STATE_").lower() for name, value in common_pb2.JobState.items()}
@@ -247,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     runs_cancel.set_defaults(handler=_runs_cancel)
 
     catalog_commands.add_commands(commands)
+    label_commands.add_commands(commands)
     return parser
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import functools
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ from imagineer.catalog.v1 import resources_pb2 as catalog_pb2
 from imagineer.common.v1 import common_pb2
 from imagineer.generator.v1 import generator_service_pb2 as generator_api
 from imagineer.generator.v1 import generator_service_pb2_grpc as generator_grpc
+from imagineer.trainer.v1 import labeling_service_pb2 as labeling_api
+from imagineer.trainer.v1 import labeling_service_pb2_grpc as labeling_grpc
 from imagineer.trainer.v1 import trainer_service_pb2 as trainer_api
 from imagineer.trainer.v1 import trainer_service_pb2_grpc as trainer_grpc
 
@@ -344,6 +347,40 @@ class Imagineer:
     def cancel_training(self, training_id: str) -> trainer_api.Training:
         return self._call(self.trainer.CancelTraining, trainer_api.CancelTrainingRequest(id=training_id))
 
+    # --- labeling: the trainer's LabelingService (same address and token as the trainer) ---------------------------
+
+    @functools.cached_property
+    def labeling(self) -> labeling_grpc.LabelingServiceStub:
+        return labeling_grpc.LabelingServiceStub(self._trainer_channel)
+
+    def label(self, *, image_id: str = "", album_id: str = "", labeler: str = "",
+              request_id: str = "") -> labeling_api.Labeling:
+        """Starts labeling one image or a whole album; ``labeler`` is "local", "anthropic" or "" (the default)."""
+        request = labeling_api.StartLabelingRequest(labeler=labeler, request_id=request_id)
+        if image_id:
+            request.image_id = image_id
+        if album_id:
+            request.album_id = album_id
+        return self._call(self.labeling.StartLabeling, request)
+
+    def watch_labeling(self, labeling_id: str,
+                       after_sequence: int = 0) -> Iterator[labeling_api.WatchLabelingResponse]:
+        try:
+            yield from self.labeling.WatchLabeling(
+                labeling_api.WatchLabelingRequest(id=labeling_id, after_sequence=after_sequence),
+                metadata=self.metadata)
+        except grpc.RpcError as error:
+            raise ImagineerError.from_rpc(error) from None
+
+    def get_labeling(self, labeling_id: str) -> labeling_api.Labeling:
+        return self._call(self.labeling.GetLabeling, labeling_api.GetLabelingRequest(id=labeling_id))
+
+    def list_labelings(self, page_size: int = 20) -> list[labeling_api.Labeling]:
+        return list(self._call(self.labeling.ListLabelings, labeling_api.ListLabelingsRequest(page_size=page_size))
+                    .labelings)
+
+    def cancel_labeling(self, labeling_id: str) -> labeling_api.Labeling:
+        return self._call(self.labeling.CancelLabeling, labeling_api.CancelLabelingRequest(id=labeling_id))
 
 def client_from_args(args) -> Imagineer:
     """An Imagineer client from the command line's --catalog/--generator/--trainer/--token (or the environment)."""

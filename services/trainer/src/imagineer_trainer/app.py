@@ -9,6 +9,7 @@ from imagineer.trainer.v1 import trainer_service_pb2_grpc as api_grpc
 from imagineer_common.interceptors import ServiceInterceptor
 from imagineer_common.server import RunningServer, start_server, wait_for_termination
 from imagineer_trainer.config import TrainerSettings
+from imagineer_trainer.labeling_server import LABELING_SERVICE_NAME, build_labeling
 from imagineer_trainer.server import SERVICE_NAME, TrainerServicer
 
 log = logging.getLogger("imagineer.trainer")
@@ -57,20 +58,24 @@ def _load_in_background(settings: TrainerSettings, servicer: TrainerServicer, ru
 
 def serve(settings: TrainerSettings) -> None:
     servicer = TrainerServicer()
+    labeling = build_labeling(settings)
     interceptor = ServiceInterceptor(admin_tokens=settings.admin_tokens, public_methods=(),
                                      error_domain="trainer.imagineer")
     running = start_server(host=settings.host, port=settings.port,
-                           register=[lambda server: api_grpc.add_TrainerServiceServicer_to_server(servicer, server)],
-                           service_names=[SERVICE_NAME], interceptor=interceptor)
+                           register=[lambda server: api_grpc.add_TrainerServiceServicer_to_server(servicer, server),
+                                     labeling.register],
+                           service_names=[SERVICE_NAME, LABELING_SERVICE_NAME], interceptor=interceptor)
     threading.Thread(target=_load_in_background, args=(settings, servicer, running), daemon=True,
                      name="trainer-start").start()
 
     def finish_work() -> None:
         # The running training checkpoints and is marked interrupted; the next start resumes it.
+        labeling.stop(SHUTDOWN_GRACE_SECONDS)
         if servicer.trainer is not None:
             servicer.trainer.supervisor.stop(SHUTDOWN_GRACE_SECONDS)
 
     def on_stop() -> None:
+        labeling.close()
         if servicer.trainer is not None:
             servicer.trainer.catalog.close()
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from imagineer_common import env
+from imagineer_trainer.labelers.config import LabelingSettings
 
 PREFIX = "IMAGINEER_TRAINER_"
 
@@ -25,6 +26,7 @@ class TrainerSettings:
     production: bool
     log_level: str
     log_json: bool | None
+    labeling: LabelingSettings = field(default_factory=LabelingSettings)
 
     @property
     def models_dir(self) -> Path:
@@ -35,9 +37,15 @@ class TrainerSettings:
         """Checkpoints of each run, under its catalog id."""
         return self.data_dir / "trainer" / "runs"
 
+    @property
+    def labelings_dir(self) -> Path:
+        """One JSON record per labeling job."""
+        return self.data_dir / "trainer" / "labelings"
+
     @classmethod
     def from_env(cls) -> TrainerSettings:
         return cls(
             **env.read_model_service_basics(PREFIX, default_port=50053),
             queue_capacity=env.read_int(PREFIX + "QUEUE_CAPACITY", 16, minimum=1, maximum=1000),
+            labeling=LabelingSettings.from_env(),
         )

@@ -1,0 +1,259 @@
+"""Labeling jobs against an in-memory catalog: relabel rules, NSFW flags, per-image failures, cancel, restart."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from dataclasses import dataclass, field
+
+import pytest
+
+from imagineer_common.catalog_client import CatalogError
+from imagineer_common.errors import FailedPrecondition, InvalidArgument, NotFound
+from imagineer_trainer.labelers.base import ImageLabels, LabelerUnavailable, LabelingError
+from imagineer_trainer.labelers.config import LabelingSettings
+from imagineer_trainer.labeling import LabelingRequest, LabelingService, write_labels
+from imagineer_trainer.labeling_catalog import LabelInfo
+from imagineer_trainer.labeling_jobs import COMPLETED, FAILED, RUNNING, LabelingStore, TargetImage
+
+
+@dataclass
+class FakeCatalog:
+    images: dict[str, bytes] = field(default_factory=dict)  # id -> bytes (b"" = no stored file)
+    albums: dict[str, list[str]] = field(default_factory=dict)
+    labels_by_image: dict[str, list[LabelInfo]] = field(default_factory=dict)
+    nsfw: set[str] = field(default_factory=set)
+    fail_create_after: int | None = None  # CreateLabel fails once this many more labels were created
+    _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+
+    def image(self, image_id):
+        if image_id not in self.images:
+            raise CatalogError("GetImage failed: NOT_FOUND", "NOT_FOUND")
+        return TargetImage(image_id, bool(self.images[image_id])), image_id in self.nsfw
+
+    def album_targets(self, album_id):
+        if album_id not in self.albums:
+            raise CatalogError("ListAlbumImages failed: NOT_FOUND", "NOT_FOUND")
+        return [TargetImage(i, bool(self.images[i])) for i in self.albums[album_id]]
+
+    def image_bytes(self, image_id):
+        return self.images[image_id]
+
+    def labels(self, image_id):
+        return list(self.labels_by_image.get(image_id, []))
+
+    def create_label(self, image_id, *, text, label_type, source_model, source_prompt, created_by):
+        existing = self.labels_by_image.setdefault(image_id, [])
+        for label in existing:  # the catalog answers an identical label with the existing one
+            if (label.text, label.label_type, label.source_model) == (text, label_type, source_model):
+                return label.id
+        if self.fail_create_after is not None:
+            if self.fail_create_after == 0:
+                raise CatalogError("CreateLabel failed: UNAVAILABLE", "UNAVAILABLE")
+            self.fail_create_after -= 1
+        label = LabelInfo(id=str(next(self._ids)), label_type=label_type, text=text, source_model=source_model)
+        existing.append(label)
+        return label.id
+
+    def delete_label(self, label_id):
+        for labels in self.labels_by_image.values():
+            labels[:] = [label for label in labels if label.id != label_id]
+
+    def flag_nsfw(self, image_id):
+        self.nsfw.add(image_id)
+
+    def close(self):
+        pass
+
+    def texts(self, image_id):
+        return sorted((label.label_type, label.text, label.source_model) for label in self.labels(image_id))
+
+
+class FakeLabeler:
+    name = "anthropic"
+    source_model = "anthropic:fake-model"
+    source_prompt = "describe it"
+
+    def __init__(self, answers=None, gate: threading.Event | None = None) -> None:
+        self.answers = answers or {}
+        self.calls: list[bytes] = []
+        self.gate = gate
+        self.called = threading.Event()
+
+    def label(self, image):
+        self.calls.append(image)
+        self.called.set()
+        if self.gate is not None:
+            self.gate.wait(5)
+        answer = self.answers.get(image, ImageLabels("a red fox", ("red fox", "tall grass"), "safe"))
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def test_relabeling_replaces_only_this_labelers_labels():
+    catalog = FakeCatalog(images={"1": b"img"})
+    catalog.labels_by_image["1"] = [
+        LabelInfo("m1", "manual", "my own words", ""), LabelInfo("u1", "user", "legacy", ""),
+        LabelInfo("o1", "caption", "another caption", "local:tiny-blip"),
+        LabelInfo("o2", "tag", "scraped alt text", "scraper:alt")]
+    labeler = FakeLabeler()
+    first = write_labels(catalog, "1", ImageLabels("a red fox", ("red fox", "grass"), "safe"), labeler)
+    assert first.replaced == 0
+    second = write_labels(catalog, "1", ImageLabels("a red fox", ("red fox", "night sky"), "adult"), labeler)
+    assert second.replaced == 2 and second.flag_set  # "grass" and "nsfw:safe" went; the rest were identical
+    assert catalog.texts("1") == sorted([
+        ("manual", "my own words", ""), ("user", "legacy", ""), ("caption", "another caption", "local:tiny-blip"),
+        ("tag", "scraped alt text", "scraper:alt"), ("caption", "a red fox", "anthropic:fake-model"),
+        ("tag", "red fox", "anthropic:fake-model"), ("tag", "night sky", "anthropic:fake-model"),
+        ("ai_generated", "nsfw:adult", "anthropic:fake-model")])
+    third = write_labels(catalog, "1", ImageLabels("a red fox", ("red fox", "night sky"), "safe"), labeler)
+    assert not third.flag_set and "1" in catalog.nsfw  # a later "safe" never clears the flag
+
+
+def test_a_failure_half_way_keeps_the_old_labels_and_removes_the_partial_new_ones():
+    catalog = FakeCatalog(images={"1": b"img"})
+    labeler = FakeLabeler()
+    write_labels(catalog, "1", ImageLabels("old caption", ("old tag",), "safe"), labeler)
+    before = catalog.texts("1")
+    catalog.fail_create_after = 1
+    with pytest.raises(CatalogError):
+        write_labels(catalog, "1", ImageLabels("new caption", ("new tag", "more"), "explicit"), labeler)
+    assert catalog.texts("1") == before and not catalog.nsfw
+
+
+def test_a_captioner_without_rating_writes_no_rating_and_leaves_the_flag():
+    catalog = FakeCatalog(images={"1": b"img"})
+    write_labels(catalog, "1", ImageLabels("a cat", (), None), FakeLabeler())
+    assert catalog.texts("1") == [("caption", "a cat", "anthropic:fake-model")] and not catalog.nsfw
+
+
+def make_service(tmp_path, catalog, labeler, **settings) -> LabelingService:
+    service = LabelingService(settings=LabelingSettings(default="anthropic", **settings), catalog=catalog,
+                              store=LabelingStore(tmp_path / "labelings"), labelers={"anthropic": labeler})
+    service.recover()
+    service.start_worker()
+    return service
+
+
+def finish(service, job):
+    events = list(service.watch(job.id, 0, lambda: True))
+    assert events[-1].kind == "finished"
+    return events
+
+
+def test_an_album_with_a_failing_and_a_fileless_image_completes_with_a_summary(tmp_path):
+    catalog = FakeCatalog(images={"1": b"a", "2": b"b", "3": b"", "4": b"d"}, albums={"A": ["1", "2", "3", "4"]})
+    labeler = FakeLabeler({b"b": LabelingError("the model refused"),
+                           b"d": ImageLabels("explicit scene", ("nude",), "explicit")})
+    service = make_service(tmp_path, catalog, labeler)
+    job = service.start(LabelingRequest("album", "A"))
+    events = finish(service, job)
+    assert [e.kind for e in events] == ["queued", "started", "image", "image", "image", "image", "finished"]
+    snapshot = events[-1].snapshot
+    assert snapshot.state == COMPLETED and (snapshot.labeled, snapshot.failed, snapshot.skipped) == (2, 1, 1)
+    assert [(p.image_id, p.outcome, p.reason) for p in snapshot.problems] == [
+        ("2", "failed", "the model refused"), ("3", "skipped", "the image has no stored file")]
+    assert events[5].data["nsfw_flag_set"] and catalog.nsfw == {"4"}
+    assert not catalog.labels("2") and len(catalog.labels("1")) == 4
+    service.stop(5)
+
+
+def test_an_unavailable_labeler_fails_the_job_at_once(tmp_path):
+    catalog = FakeCatalog(images={"1": b"a", "2": b"b"}, albums={"A": ["1", "2"]})
+    labeler = FakeLabeler({b"a": LabelerUnavailable("bad key")})
+    service = make_service(tmp_path, catalog, labeler)
+    snapshot = finish(service, service.start(LabelingRequest("album", "A")))[-1].snapshot
+    assert snapshot.state == FAILED and snapshot.error == "bad key" and snapshot.images_done == 1
+    assert labeler.calls == [b"a"]
+    service.stop(5)
+
+
+def test_cancel_stops_between_images(tmp_path):
+    catalog = FakeCatalog(images={"1": b"a", "2": b"b", "3": b"c"}, albums={"A": ["1", "2", "3"]})
+    gate = threading.Event()
+    labeler = FakeLabeler(gate=gate)
+    service = make_service(tmp_path, catalog, labeler)
+    job = service.start(LabelingRequest("album", "A"))
+    assert labeler.called.wait(5)  # the first image is with the labeler
+    service.cancel(job.id)
+    gate.set()
+    snapshot = finish(service, job)[-1].snapshot
+    assert snapshot.state == "cancelled" and snapshot.labeled == 1 and "after 1 of 3 images" in snapshot.error
+    with pytest.raises(FailedPrecondition):
+        service.cancel(job.id)
+    service.stop(5)
+
+
+def test_validation(tmp_path):
+    catalog = FakeCatalog(images={"1": b"a"}, albums={"empty": []})
+    service = make_service(tmp_path, catalog, FakeLabeler())
+    with pytest.raises(InvalidArgument, match="target"):
+        service.start(LabelingRequest("", ""))
+    with pytest.raises(InvalidArgument, match="album_id: is required"):
+        service.start(LabelingRequest("album", " "))
+    with pytest.raises(NotFound, match=r"album nope \(album_id\)"):
+        service.start(LabelingRequest("album", "nope"))
+    with pytest.raises(NotFound, match=r"image 9 \(image_id\)"):
+        service.start(LabelingRequest("image", "9"))
+    with pytest.raises(FailedPrecondition, match="holds no images"):
+        service.start(LabelingRequest("album", "empty"))
+    with pytest.raises(InvalidArgument, match="labeler"):
+        service.start(LabelingRequest("image", "1", labeler="gpt"))
+    with pytest.raises(FailedPrecondition, match="local labeler is not configured"):
+        service.start(LabelingRequest("image", "1", labeler="local"))
+    with pytest.raises(InvalidArgument, match="after_sequence"):
+        list(service.watch("x", -1, lambda: True))
+    with pytest.raises(NotFound):
+        service.get("nope")
+    first = service.start(LabelingRequest("image", "1", request_id="r1"))
+    assert service.start(LabelingRequest("image", "1", request_id="r1")) is first
+    finish(service, first)
+    service.stop(5)
+
+
+def test_a_restart_marks_unfinished_labelings_failed_and_keeps_finished_ones(tmp_path):
+    catalog = FakeCatalog(images={"1": b"a", "2": b"b"}, albums={"A": ["1", "2"]})
+    gate = threading.Event()
+    service = make_service(tmp_path, catalog, FakeLabeler(gate=gate))
+    done = service.start(LabelingRequest("image", "1"))
+    gate.set()
+    finish(service, done)
+    gate.clear()
+    running = service.start(LabelingRequest("album", "A", request_id="again"))
+    for event in service.watch(running.id, 0, lambda: True):
+        if event.kind == "started":
+            break
+    assert running.state == RUNNING
+    # A crash: the worker never gets to write the end; a new service reads the records.
+    restarted = LabelingService(settings=LabelingSettings(default="anthropic"), catalog=catalog,
+                                store=LabelingStore(tmp_path / "labelings"), labelers={"anthropic": FakeLabeler()})
+    assert restarted.recover() == 1
+    again = restarted.get(running.id)
+    assert again.state == FAILED and "interrupted by a restart of the trainer after 0 of 2 images" in again.error
+    assert restarted.get(done.id).state == COMPLETED and restarted.get(done.id).labeled == 1
+    assert [e.kind for e in restarted.watch(running.id, 0, lambda: True)] == ["finished"]
+    assert restarted.start(LabelingRequest("album", "A", request_id="again")).id == running.id
+    gate.set()
+    service.stop(5)
+
+
+def test_settings(monkeypatch, tmp_path):
+    from imagineer_common.env import SettingError
+
+    assert LabelingSettings.from_env().available() == () and LabelingSettings.from_env().default == ""
+    monkeypatch.setenv("IMAGINEER_TRAINER_LABELER", "anthropic")
+    with pytest.raises(SettingError, match="IMAGINEER_TRAINER_LABELER_ANTHROPIC_API_KEY is not set"):
+        LabelingSettings.from_env()
+    monkeypatch.setenv("IMAGINEER_TRAINER_LABELER_ANTHROPIC_API_KEY", "sk-secret")
+    monkeypatch.setenv("IMAGINEER_TRAINER_LABELER_ANTHROPIC_MAX_ATTEMPTS", "2")
+    settings = LabelingSettings.from_env()
+    assert settings.default == "anthropic" and settings.anthropic.retry.max_attempts == 2
+    assert settings.anthropic.base_url == "https://api.anthropic.com" and "sk-secret" not in repr(settings)
+    monkeypatch.setenv("IMAGINEER_TRAINER_LABELER", "gpt")
+    with pytest.raises(SettingError, match="must be one of local, anthropic"):
+        LabelingSettings.from_env()
+    monkeypatch.setenv("IMAGINEER_TRAINER_LABELER", "local")
+    monkeypatch.setenv("IMAGINEER_TRAINER_LABELER_LOCAL_MODEL", str(tmp_path))
+    with pytest.raises(SettingError, match=r"IMAGINEER_TRAINER_LABELER_LOCAL_MODEL: .*cannot be read"):
+        LabelingSettings.from_env()
