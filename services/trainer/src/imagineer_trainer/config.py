@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from imagineer_common import env
+from imagineer_trainer.scraping.settings import ScrapeSettings
 
 PREFIX = "IMAGINEER_TRAINER_"
 
@@ -25,6 +26,7 @@ class TrainerSettings:
     production: bool
     log_level: str
     log_json: bool | None
+    scraping: ScrapeSettings = field(default_factory=ScrapeSettings)
 
     @property
     def models_dir(self) -> Path:
@@ -40,4 +42,5 @@ class TrainerSettings:
         return cls(
             **env.read_model_service_basics(PREFIX, default_port=50053),
             queue_capacity=env.read_int(PREFIX + "QUEUE_CAPACITY", 16, minimum=1, maximum=1000),
+            scraping=ScrapeSettings.from_env(PREFIX),
         )
