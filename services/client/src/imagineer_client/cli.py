@@ -18,6 +18,7 @@ from rich.table import Table
 
 from imagineer.common.v1 import common_pb2
 from imagineer.generator.v1 import generator_service_pb2 as api
+from imagineer_client import scrape_commands
 from imagineer_client.client import Imagineer, ImagineerError, Lora
 
 EXIT_OK, EXIT_FAULT, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -278,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     runs_cancel = runs.add_parser("cancel", help="cancel a training")
     runs_cancel.add_argument("id")
     runs_cancel.set_defaults(handler=_runs_cancel)
+    scrape_commands.add_commands(commands)
     return parser
 
 
