@@ -83,3 +83,14 @@ def test_bad_requests_name_the_field(stub, admin):
 def test_only_admins_may_search(stub):
     expect_error(grpc.StatusCode.UNAUTHENTICATED, stub.FindSimilarImages,
                  api.FindSimilarImagesRequest(perceptual_hash="0" * 16), timeout=10)
+
+
+def test_the_image_with_the_very_bytes_comes_first(stub, admin):
+    """A re-encoded copy with the same hash stored earlier does not hide the image with the asked-for bytes."""
+    older = upload_image(stub, _resized_jpeg(7006), admin, filename="older-copy.jpg").image
+    data = picture_bytes(120, 90, seed=7006)
+    exact = upload_image(stub, data, admin, filename="exact-later.png").image
+    found = _find(stub, admin, sha256=hashlib.sha256(data).hexdigest(), perceptual_hash=exact.perceptual_hash,
+                  max_distance=8)
+    assert found[0] == (exact.id, 0)
+    assert (older.id, distance(older.perceptual_hash, exact.perceptual_hash)) in found

@@ -35,8 +35,9 @@ def _is_sha256(text: str) -> bool:
 
 def find_similar(catalog: Catalog, *, perceptual_hash: str, sha256: str, max_distance: int,
                  page_size: int) -> list[Match]:
-    """Images with the bytes ``sha256`` and images within ``max_distance`` bits of ``perceptual_hash``, closest
-    first (then oldest first), at most ``page_size`` (0 = 20, capped at 100)."""
+    """Images with the bytes ``sha256`` and images within ``max_distance`` bits of ``perceptual_hash``: the one
+    with the very bytes first, then closest first, then oldest first; at most ``page_size`` (0 = 20, capped at
+    100)."""
     perceptual_hash, sha256 = perceptual_hash.strip().lower(), sha256.strip().lower()
     errors = ViolationCollector()
     errors.check(bool(perceptual_hash or sha256), "perceptual_hash", "perceptual_hash or sha256 is required")
@@ -48,10 +49,12 @@ def find_similar(catalog: Catalog, *, perceptual_hash: str, sha256: str, max_dis
     errors.raise_if_any()
     limit = min(page_size or DEFAULT_RESULTS, MAX_RESULTS)
     found: dict[int, int] = {}
+    same_bytes: set[int] = set()
     with catalog.db.read() as session:
         if sha256:
             for image_id in session.scalars(select(ImageRow.id).where(ImageRow.content_hash == sha256)):
                 found[image_id] = 0
+                same_bytes.add(image_id)
         if perceptual_hash:
             statement = select(ImageRow.id, ImageRow.perceptual_hash).where(ImageRow.perceptual_hash.is_not(None))
             if max_distance == 0:
@@ -60,7 +63,8 @@ def find_similar(catalog: Catalog, *, perceptual_hash: str, sha256: str, max_dis
                 bits = distance(perceptual_hash, other) if is_perceptual_hash(other) else HASH_BITS
                 if bits <= max_distance:
                     found[image_id] = min(bits, found.get(image_id, bits))
-        chosen = sorted(found.items(), key=lambda item: (item[1], item[0]))[:limit]
+        # The image with the very bytes first, then by distance, then oldest first.
+        chosen = sorted(found.items(), key=lambda item: (item[1], item[0] not in same_bytes, item[0]))[:limit]
         rows = {row.id: row for row in session.scalars(select(ImageRow).where(
             ImageRow.id.in_([image_id for image_id, _ in chosen])))}
     return [Match(image=rows[image_id], distance=bits) for image_id, bits in chosen if image_id in rows]
