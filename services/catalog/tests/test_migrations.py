@@ -35,7 +35,9 @@ from imagineer_catalog.database import create_catalog_engine
 REV_0001 = "0001_legacy_schema"
 REV_0002 = "0002_album_training_source"
 REV_0003 = "0003_catalog_v1"
-REVISIONS = [REV_0001, REV_0002, REV_0003]
+REV_0004 = "0004_perceptual_hash"
+REVISIONS = [REV_0001, REV_0002, REV_0003, REV_0004]
+HEAD = REV_0004
 
 # --------------------------------------------------------------------------------------------------------
 # The legacy schema, as db.create_all() wrote it (SQLAlchemy 2 on SQLite): unnamed PRIMARY KEY, UNIQUE and
@@ -418,8 +420,11 @@ def expected_schema(revision: str | None) -> dict[str, set[str]]:
         return legacy
     if revision == REV_0002:
         return {**legacy, "albums": legacy["albums"] | {"is_training_source"}}
-    assert revision == REV_0003
-    return {t.name: {c.name for c in t.columns} for t in models.Base.metadata.sorted_tables}
+    head = {t.name: {c.name for c in t.columns} for t in models.Base.metadata.sorted_tables}
+    if revision == REV_0003:
+        return {**head, "images": head["images"] - {"perceptual_hash"}}
+    assert revision == REV_0004
+    return head
 
 
 def assert_revision_specifics(url: str, revision: str | None) -> None:
@@ -432,7 +437,7 @@ def assert_revision_specifics(url: str, revision: str | None) -> None:
         jobs = {c["name"]: c for c in inspector.get_columns("scrape_jobs")}
         runs = {c["name"]: c for c in inspector.get_columns("training_runs")}
         indexes = {i["name"] for t in ("images", "labels", "album_images") for i in inspector.get_indexes(t)}
-        at_head = revision == REV_0003
+        at_head = revision in (REV_0003, REV_0004)
         assert images["file_path"]["nullable"] is at_head
         assert isinstance(images["seed"]["type"], BigInteger) is at_head
         assert isinstance(jobs["progress"]["type"], Float) is at_head
@@ -441,6 +446,7 @@ def assert_revision_specifics(url: str, revision: str | None) -> None:
                            "ix_album_images_image_id"}
         assert (catalog_indexes <= indexes) is at_head, indexes
         assert not (catalog_indexes & indexes) or at_head, indexes
+        assert ("ix_images_perceptual_hash" in indexes) is (revision == REV_0004), indexes
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -451,9 +457,9 @@ def assert_revision_specifics(url: str, revision: str | None) -> None:
 def test_revision_history_is_the_one_these_tests_know():
     """A new revision must come with expectations here; a branch must never appear."""
     script = ScriptDirectory.from_config(schema.alembic_config())
-    assert script.get_heads() == [REV_0003]
+    assert script.get_heads() == [HEAD]
     assert [r.revision for r in script.walk_revisions("base", "heads")] == REVISIONS[::-1]
-    assert schema.head_revision() == REV_0003
+    assert schema.head_revision() == HEAD
 
 
 def test_each_revision_steps_up_and_down_one_at_a_time(database_url):
@@ -464,13 +470,13 @@ def test_each_revision_steps_up_and_down_one_at_a_time(database_url):
         assert revision_of(database_url) == expected
         assert tables_and_columns(database_url) == expected_schema(expected)
         assert_revision_specifics(database_url, expected)
-    for expected in [REV_0002, REV_0001, None]:
+    for expected in [REV_0003, REV_0002, REV_0001, None]:
         command.downgrade(config, "-1")
         assert revision_of(database_url) == expected
         assert tables_and_columns(database_url) == expected_schema(expected)
         assert_revision_specifics(database_url, expected)
     # Only an empty alembic_version is left: the catalog treats that as empty and starts over.
-    assert outcome(schema.upgrade_to_head(database_url)) == (None, REV_0003, False, None)
+    assert outcome(schema.upgrade_to_head(database_url)) == (None, HEAD, False, None)
 
 
 def _sqlite_table_shape(db: sqlite3.Connection, table: str) -> tuple:
@@ -583,7 +589,7 @@ def _round_trip_through_0002(url: str, seeds: list[int | None]) -> None:
         assert paths[f"c_{i}.png"] == expected
     assert seeds_now == seeds
 
-    assert outcome(schema.upgrade_to_head(url)) == (REV_0002, REV_0003, False, None)
+    assert outcome(schema.upgrade_to_head(url)) == (REV_0002, HEAD, False, None)
     assert {t: _legacy_rows(url, t) for t in tables} == down
     assert drift(url) == []
 
@@ -599,7 +605,7 @@ def test_downgrade_keeps_64_bit_seeds_or_refuses_clearly(database_url):
     if database_url.startswith("postgresql"):
         with pytest.raises(RuntimeError, match="cannot downgrade: 4 images have seeds"):
             _round_trip_through_0002(database_url, seeds)
-        assert revision_of(database_url) == REV_0003
+        assert revision_of(database_url) == HEAD
         return
     _round_trip_through_0002(database_url, seeds)
 
@@ -636,8 +642,8 @@ def test_legacy_database_is_adopted_with_every_row_intact(legacy_templates, tmp_
     result = schema.upgrade_to_head(url)
 
     assert result.adopted_legacy is True
-    assert (result.before, result.after) == (variant.revision, REV_0003)
-    assert revision_of(url) == REV_0003
+    assert (result.before, result.after) == (variant.revision, HEAD)
+    assert revision_of(url) == HEAD
     assert legacy_snapshot(path, variant) == before
     assert _foreign_key_violations(path) == orphans_before
     assert _integrity(path) == "ok"
@@ -833,12 +839,12 @@ def test_ensure_at_head_accepts_a_database_at_head(database_url):
 
 def test_second_upgrade_is_a_no_op(database_url):
     first = schema.upgrade_to_head(database_url)
-    assert outcome(first) == (None, REV_0003, False, None)
+    assert outcome(first) == (None, HEAD, False, None)
     shape = tables_and_columns(database_url)
 
     second = schema.upgrade_to_head(database_url)
 
-    assert outcome(second) == (REV_0003, REV_0003, False, None)
+    assert outcome(second) == (HEAD, HEAD, False, None)
     assert tables_and_columns(database_url) == shape
 
 
@@ -851,6 +857,71 @@ def test_second_upgrade_of_an_adopted_database_is_a_no_op(legacy_templates, tmp_
 
     second = schema.upgrade_to_head(url)
 
-    assert outcome(second) == (REV_0003, REV_0003, False, None)
+    assert outcome(second) == (HEAD, HEAD, False, None)
     assert _dump(path) == after_first
     assert sorted(path.parent.glob("*.bak")) == backups
+
+
+# --------------------------------------------------------------------------------------------------------
+# 8. Revision 0004: perceptual hashes, filled in from the stored files.
+# --------------------------------------------------------------------------------------------------------
+
+
+def _store_picture(root: Path, colour: tuple[int, int, int], split: int) -> tuple[str, str]:
+    """Writes a small two-tone PNG where the blob store keeps it; returns its blob key and its expected hash."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    from imagineer_catalog.blobstore import key_for
+    from imagineer_common.perceptual import perceptual_hash
+
+    picture = Image.new("RGB", (40, 30), colour)
+    picture.paste((255 - colour[0], 30, 200), (split, 0, 40, 30))
+    buffer = BytesIO()
+    picture.save(buffer, format="PNG")
+    data = buffer.getvalue()
+    key = key_for(hashlib.sha256(data).hexdigest())
+    (root / key).parent.mkdir(parents=True, exist_ok=True)
+    (root / key).write_bytes(data)
+    return key, perceptual_hash(picture)
+
+
+def _hashes(url: str) -> dict[int, str | None]:
+    with connect(url) as connection:
+        return dict(connection.execute(text("SELECT id, perceptual_hash FROM images ORDER BY id")).all())
+
+
+def test_0004_hashes_every_stored_image_and_its_downgrade_drops_only_the_hash(database_url, tmp_path):
+    root = tmp_path / "blobs"
+    command.upgrade(schema.alembic_config(database_url), REV_0003)
+    first, first_hash = _store_picture(root, (10, 200, 30), 12)
+    second, second_hash = _store_picture(root, (220, 20, 90), 30)
+    rows = [{"id": 1, "filename": "a.png", "blob_key": first, "content_hash": "1" * 64},
+            {"id": 2, "filename": "b.png", "blob_key": second, "content_hash": "2" * 64},
+            {"id": 3, "filename": "gone.png", "blob_key": "sha256/00/00/" + "0" * 64, "content_hash": "3" * 64},
+            {"id": 4, "filename": "legacy.png", "file_path": "/old/legacy.png"}]
+    with connect(database_url) as connection, connection.begin():
+        for row in rows:
+            columns = ", ".join(row)
+            connection.execute(text(f"INSERT INTO images ({columns}) VALUES ({', '.join(':' + c for c in row)})"),
+                               row)
+
+    result = schema.upgrade_to_head(database_url, storage_root=root)
+
+    assert outcome(result) == (REV_0003, HEAD, False, None)
+    assert first_hash != second_hash
+    assert _hashes(database_url) == {1: first_hash, 2: second_hash, 3: None, 4: None}
+    assert drift(database_url) == []
+
+    schema.downgrade(database_url, REV_0003)
+    assert revision_of(database_url) == REV_0003
+    assert tables_and_columns(database_url) == expected_schema(REV_0003)
+    assert_revision_specifics(database_url, REV_0003)
+    with connect(database_url) as connection:
+        kept = connection.execute(text("SELECT id, filename, blob_key FROM images ORDER BY id")).all()
+    assert [tuple(r) for r in kept] == [(r["id"], r["filename"], r.get("blob_key")) for r in rows]
+
+    # Without the storage root the column is added empty (the catalog fills it in when it starts).
+    assert outcome(schema.upgrade_to_head(database_url)) == (REV_0003, HEAD, False, None)
+    assert _hashes(database_url) == {1: None, 2: None, 3: None, 4: None}

@@ -6,7 +6,7 @@ import logging
 import threading
 
 from imagineer.catalog.v1 import catalog_service_pb2_grpc as api_grpc
-from imagineer_catalog import schema
+from imagineer_catalog import schema, similar
 from imagineer_catalog.blobstore import BlobStore
 from imagineer_catalog.config import CatalogSettings
 from imagineer_catalog.database import Database, create_catalog_engine
@@ -27,7 +27,7 @@ def open_catalog(settings: CatalogSettings) -> Catalog:
 def prepare_schema(settings: CatalogSettings) -> None:
     """Upgrades on start (laptops) or only checks (clusters, where a migration Job upgrades)."""
     if settings.auto_upgrade:
-        result = schema.upgrade_to_head(settings.database_url)
+        result = schema.upgrade_to_head(settings.database_url, storage_root=settings.storage_root)
         if result.adopted_legacy:
             log.info("adopted a legacy Imagineer database (copy kept at %s)", result.backup_path)
         if result.before != result.after:
@@ -60,6 +60,9 @@ def _become_ready(catalog: Catalog, gate: ReadinessGate, running: RunningServer)
     temporary, orphans = sweep_storage(catalog)
     if temporary or orphans:
         log.info("storage clean-up: %d unfinished uploads and %d unreferenced files removed", temporary, orphans)
+    hashed = similar.backfill_perceptual_hashes(catalog)
+    if hashed:
+        log.info("computed the perceptual hash of %d images stored without one", hashed)
     gate.open()
     running.set_serving(True)
     log.info("serving on port %d", running.port)

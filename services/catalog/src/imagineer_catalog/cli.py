@@ -30,7 +30,7 @@ def _migrate(settings: CatalogSettings, _args) -> int:
     from imagineer_catalog import schema
 
     try:
-        result = schema.upgrade_to_head(settings.database_url)
+        result = schema.upgrade_to_head(settings.database_url, storage_root=settings.storage_root)
     except schema.UnrecognisedDatabase as error:
         print(f"refused: {error}", file=sys.stderr)
         return EXIT_FAILURE

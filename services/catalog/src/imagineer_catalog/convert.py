@@ -97,7 +97,7 @@ def image_message(row: ImageRow) -> res.Image:
         content_type=row.content_type or "", size_bytes=row.size_bytes or 0, sha256=row.content_hash or "",
         is_public=bool(row.is_public), is_nsfw=bool(row.is_nsfw), has_file=row.blob_key is not None,
         has_thumbnail=row.blob_key is not None, create_time=timestamp(row.created_at),
-        update_time=timestamp(row.updated_at))
+        update_time=timestamp(row.updated_at), perceptual_hash=row.perceptual_hash or "")
 
 
 def album_message(view: albums.AlbumView) -> res.Album:

@@ -238,6 +238,7 @@ def store_staged_image(catalog: Catalog, staged: StagedBlob, info: imaging.Image
                 row.width, row.height = info.width, info.height
                 row.content_hash, row.blob_key, row.thumbnail_key = staged.sha256, key, thumbnail_key
                 row.content_type, row.size_bytes, row.updated_at = info.content_type, staged.size_bytes, now
+                row.perceptual_hash = info.perceptual_hash or None
                 session.flush()
                 if album_id is not None:
                     album_ops.append_members(session, album_id, [row.id], added_by=upload.added_by)

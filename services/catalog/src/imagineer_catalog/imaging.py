@@ -8,6 +8,8 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from imagineer_common.perceptual import perceptual_hash
+
 THUMBNAIL_MAX_SIDE = 256
 SUPPORTED_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif",
                      "BMP": "image/bmp"}
@@ -25,6 +27,16 @@ class ImageInfo:
     content_type: str
     width: int
     height: int
+    perceptual_hash: str = ""  # imagineer_common.perceptual's hash; empty when it could not be computed
+
+
+def hash_file(path: Path) -> str:
+    """The perceptual hash of an image file, or "" when it cannot be read."""
+    try:
+        with Image.open(path) as image:
+            return perceptual_hash(image)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return ""
 
 
 def probe(path: Path) -> ImageInfo:
@@ -38,7 +50,8 @@ def probe(path: Path) -> ImageInfo:
         raise NotAnImage(f"not a readable image: {error}") from None
     if fmt not in SUPPORTED_FORMATS:
         raise NotAnImage(f"unsupported image format {fmt or 'unknown'}; supported: {', '.join(SUPPORTED_FORMATS)}")
-    return ImageInfo(format=fmt, content_type=SUPPORTED_FORMATS[fmt], width=width, height=height)
+    return ImageInfo(format=fmt, content_type=SUPPORTED_FORMATS[fmt], width=width, height=height,
+                     perceptual_hash=hash_file(path))
 
 
 def make_thumbnail(path: Path) -> tuple[bytes, int, int]:

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from imagineer_catalog import backup
+from imagineer_catalog import backup, similar
 from imagineer_catalog.backup import BackupManifest
 from imagineer_catalog.store import Catalog
 from imagineer_common.errors import FailedPrecondition
@@ -74,6 +74,8 @@ def restore_archive(catalog: Catalog, staged) -> RestoreResult:
     try:
         url = catalog.db.engine.url.render_as_string(hide_password=False)
         manifest = backup.restore(staged.temp_path, url, catalog.blobs.root, staged_upload=staged.temp_path)
+        # A backup from before revision 0004 has no perceptual hashes; the files are in place now.
+        similar.backfill_perceptual_hashes(catalog)
     finally:
         _restoring.release()
     return RestoreResult(manifest=manifest, size_bytes=staged.size_bytes, sha256=staged.sha256)

@@ -67,6 +67,8 @@ class ImageRow(Base):
     size_bytes: Mapped[int | None] = mapped_column(BigInteger)
     blob_key: Mapped[str | None] = mapped_column(String(255))
     thumbnail_key: Mapped[str | None] = mapped_column(String(255))
+    # Revision 0004: imagineer_common.perceptual's hash of the file, for near-duplicate searches.
+    perceptual_hash: Mapped[str | None] = mapped_column(String(16), index=True)
 
     labels: Mapped[list[LabelRow]] = relationship(back_populates="image", cascade="all, delete-orphan",
                                                   passive_deletes=False)

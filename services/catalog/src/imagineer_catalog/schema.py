@@ -133,8 +133,9 @@ def _backup_sqlite_file(url: str) -> Path | None:
     return target
 
 
-def upgrade_to_head(url: str) -> UpgradeResult:
-    """Upgrades (or adopts, then upgrades) the database at ``url`` to head."""
+def upgrade_to_head(url: str, *, storage_root: Path | None = None) -> UpgradeResult:
+    """Upgrades (or adopts, then upgrades) the database at ``url`` to head. Revisions that read stored files
+    (0004 hashes every image) find them under ``storage_root``; without it they leave that to start-up."""
     # Look with a plain engine first: the catalog's engine switches SQLite to WAL on
     # connect, and a database we refuse must stay exactly as it was.
     path = sqlite_path(url)
@@ -149,6 +150,8 @@ def upgrade_to_head(url: str) -> UpgradeResult:
         inspector_engine.dispose()
     backup = None
     config = alembic_config(url)
+    if storage_root is not None:
+        config.attributes["storage_root"] = Path(storage_root)
     engine = create_catalog_engine(url, foreign_keys=False)
     try:
         if legacy_revision is not None:

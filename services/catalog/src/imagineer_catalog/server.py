@@ -15,7 +15,7 @@ from google.protobuf import empty_pb2
 from imagineer.catalog.v1 import catalog_service_pb2 as api
 from imagineer.catalog.v1 import catalog_service_pb2_grpc as api_grpc
 from imagineer.catalog.v1 import resources_pb2 as res
-from imagineer_catalog import albums, artifacts, convert, images, importer, jobs, labels, maintenance
+from imagineer_catalog import albums, artifacts, convert, images, importer, jobs, labels, maintenance, similar
 from imagineer_catalog.images import FileDownload
 from imagineer_catalog.store import Catalog
 from imagineer_common.auth import current_caller
@@ -132,6 +132,12 @@ class CatalogServicer(api_grpc.CatalogServiceServicer):
         data, width, height = images.thumbnail(self.catalog, request.id, current_caller())
         return api.ImageThumbnail(image_id=request.id, content_type="image/jpeg", data=data, width=width,
                                   height=height)
+
+    def FindSimilarImages(self, request, context):
+        matches = similar.find_similar(self.catalog, perceptual_hash=request.perceptual_hash, sha256=request.sha256,
+                                       max_distance=request.max_distance, page_size=request.page_size)
+        return api.FindSimilarImagesResponse(matches=[
+            api.SimilarImage(image=convert.image_message(match.image), distance=match.distance) for match in matches])
 
     # Albums
 

@@ -17,10 +17,9 @@ from rich.table import Table
 
 from imagineer.common.v1 import common_pb2
 from imagineer.generator.v1 import generator_service_pb2 as api
-from imagineer_client import catalog_commands
+from imagineer_client import catalog_commands, label_commands, scrape_commands
 from imagineer_client.client import Imagineer, ImagineerError, Lora, client_from_args
 from imagineer_client.progress import follow_generation, follow_training
-from imagineer_client import label_commands
 
 EXIT_OK, EXIT_FAULT, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 STATE_NAMES = {value: name.removeprefix("JOB_STATE_").lower() for name, value in common_pb2.JobState.items()}
@@ -249,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     catalog_commands.add_commands(commands)
     label_commands.add_commands(commands)
+    scrape_commands.add_commands(commands)
     return parser
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import functools
+import hashlib
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,6 +20,8 @@ from imagineer.generator.v1 import generator_service_pb2 as generator_api
 from imagineer.generator.v1 import generator_service_pb2_grpc as generator_grpc
 from imagineer.trainer.v1 import labeling_service_pb2 as labeling_api
 from imagineer.trainer.v1 import labeling_service_pb2_grpc as labeling_grpc
+from imagineer.trainer.v1 import scraping_service_pb2 as scraping_api
+from imagineer.trainer.v1 import scraping_service_pb2_grpc as scraping_grpc
 from imagineer.trainer.v1 import trainer_service_pb2 as trainer_api
 from imagineer.trainer.v1 import trainer_service_pb2_grpc as trainer_grpc
 
@@ -381,6 +383,36 @@ class Imagineer:
 
     def cancel_labeling(self, labeling_id: str) -> labeling_api.Labeling:
         return self._call(self.labeling.CancelLabeling, labeling_api.CancelLabelingRequest(id=labeling_id))
+
+    # --- scraping (the trainer's ScrapingService) --------------------------------------------------------------
+
+    @property
+    def scraping(self) -> scraping_grpc.ScrapingServiceStub:
+        """The trainer's scraping stub (same connection as ``trainer``)."""
+        return scraping_grpc.ScrapingServiceStub(self._trainer_channel)
+
+    def start_scrape(self, source_url: str, **options) -> scraping_api.Scrape:
+        """Starts a scrape; options are StartScrapeRequest fields (max_depth, max_pages, max_images,
+        link_policy, min_width, min_height, allowed_formats, album_name, request_id)."""
+        return self._call(self.scraping.StartScrape, scraping_api.StartScrapeRequest(source_url=source_url, **options))
+
+    def get_scrape(self, scrape_id: str) -> scraping_api.Scrape:
+        return self._call(self.scraping.GetScrape, scraping_api.GetScrapeRequest(id=scrape_id))
+
+    def list_scrapes(self, page_size: int = 20) -> list[scraping_api.Scrape]:
+        return list(self._call(self.scraping.ListScrapes, scraping_api.ListScrapesRequest(page_size=page_size))
+                    .scrapes)
+
+    def cancel_scrape(self, scrape_id: str) -> scraping_api.Scrape:
+        return self._call(self.scraping.CancelScrape, scraping_api.CancelScrapeRequest(id=scrape_id))
+
+    def watch_scrape(self, scrape_id: str, after_sequence: int = 0) -> Iterator[scraping_api.WatchScrapeResponse]:
+        try:
+            yield from self.scraping.WatchScrape(
+                scraping_api.WatchScrapeRequest(id=scrape_id, after_sequence=after_sequence), metadata=self.metadata)
+        except grpc.RpcError as error:
+            raise ImagineerError.from_rpc(error) from None
+
 
 def client_from_args(args) -> Imagineer:
     """An Imagineer client from the command line's --catalog/--generator/--trainer/--token (or the environment)."""

@@ -9,6 +9,7 @@ import hashlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
@@ -244,3 +245,126 @@ class TrainingCatalog(CatalogClient):
 
         # Idempotent: the same bytes return the first artifact.
         return self._call_patiently("UploadArtifact", self._stub.UploadArtifact, requests).artifact.id
+
+
+# --- scraping ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScrapeJobInfo:
+    """The catalog's record of a scrape job."""
+
+    id: str
+    name: str
+    source_url: str
+    config: dict
+    state: str
+    stage: str
+    pages_seen: int
+    images_found: int
+    images_kept: int
+    images_skipped: int
+    skip_reasons: dict[str, int]
+    error_count: int
+    error_message: str
+    album_id: str
+    create_time: datetime | None
+    start_time: datetime | None
+    end_time: datetime | None
+
+
+def _time(message: res.ScrapeJob, name: str) -> datetime | None:
+    return getattr(message, name).ToDatetime(tzinfo=UTC) if message.HasField(name) else None
+
+
+def _scrape_info(job: res.ScrapeJob) -> ScrapeJobInfo:
+    return ScrapeJobInfo(
+        id=job.id, name=job.name, source_url=job.source_url, config=json_format.MessageToDict(job.config),
+        state=_state_name(job.state) if job.state else "", stage=job.stage, pages_seen=job.pages_seen,
+        images_found=job.images_found, images_kept=job.images_kept, images_skipped=job.images_skipped,
+        skip_reasons=dict(job.skip_reasons), error_count=job.error_count, error_message=job.error_message,
+        album_id=job.album_id, create_time=_time(job, "create_time"), start_time=_time(job, "start_time"),
+        end_time=_time(job, "end_time"))
+
+
+@dataclass(frozen=True)
+class SimilarImageInfo:
+    image_id: str
+    sha256: str
+    distance: int
+
+
+class ScrapeCatalog(CatalogClient):
+    """What the scraper reads and writes: scrape jobs, duplicate look-ups, imported images and their labels."""
+
+    def create_scrape_job(self, *, name: str, source_url: str, config: dict, request_id: str) -> ScrapeJobInfo:
+        config_struct = struct_pb2.Struct()
+        config_struct.update(config)
+        job = res.ScrapeJob(name=name[:255], source_url=source_url, config=config_struct,
+                            state=common_pb2.JOB_STATE_QUEUED, stage="queued")
+        return _scrape_info(self._call("CreateScrapeJob", self._stub.CreateScrapeJob,
+                                       api.CreateScrapeJobRequest(scrape_job=job, request_id=request_id)))
+
+    def scrape_job(self, job_id: str) -> ScrapeJobInfo:
+        return _scrape_info(self._call("GetScrapeJob", self._stub.GetScrapeJob, api.GetScrapeJobRequest(id=job_id)))
+
+    def scrape_jobs_page(self, *, states: list[str], page_size: int,
+                         page_token: str) -> tuple[list[ScrapeJobInfo], str]:
+        page = self._call("ListScrapeJobs", self._stub.ListScrapeJobs, api.ListScrapeJobsRequest(
+            states=[JOB_STATES[state] for state in states], page_size=page_size, page_token=page_token))
+        return [_scrape_info(job) for job in page.scrape_jobs], page.next_page_token
+
+    def scrape_jobs(self, states: list[str]) -> list[ScrapeJobInfo]:
+        jobs: list[ScrapeJobInfo] = []
+        token = ""
+        while True:
+            page, token = self.scrape_jobs_page(states=states, page_size=500, page_token=token)
+            jobs.extend(page)
+            if not token:
+                return jobs
+
+    def update_scrape_job(self, job_id: str, **fields) -> None:
+        """Sets the named fields: state (lowercase name), stage, pages_seen, images_found, images_kept,
+        images_skipped, skip_reasons (a dict), error_count, error_message, album_id, progress_percent."""
+        job = res.ScrapeJob(id=job_id)
+        for name, value in fields.items():
+            if name == "state":
+                job.state = JOB_STATES[value]
+            elif name == "skip_reasons":
+                job.skip_reasons.update(value)
+            else:
+                setattr(job, name, value)
+        self._call("UpdateScrapeJob", self._stub.UpdateScrapeJob, api.UpdateScrapeJobRequest(
+            scrape_job=job, update_mask=field_mask_pb2.FieldMask(paths=sorted(fields))))
+
+    def find_similar(self, *, sha256: str, perceptual_hash: str, max_distance: int) -> list[SimilarImageInfo]:
+        reply = self._call("FindSimilarImages", self._stub.FindSimilarImages, api.FindSimilarImagesRequest(
+            sha256=sha256, perceptual_hash=perceptual_hash, max_distance=max_distance, page_size=5))
+        return [SimilarImageInfo(image_id=match.image.id, sha256=match.image.sha256, distance=match.distance)
+                for match in reply.matches]
+
+    def import_image(self, *, data: bytes, filename: str, album_id: str) -> tuple[str, bool]:
+        """Uploads a private image into an album; returns its id and whether the bytes were already stored."""
+        def requests() -> Iterator[api.UploadImageRequest]:
+            yield api.UploadImageRequest(metadata=api.ImageUploadMetadata(
+                filename=filename, is_public=False, album_id=album_id, expected_size_bytes=len(data),
+                expected_sha256=hashlib.sha256(data).hexdigest()))
+            for start in range(0, len(data), CHUNK_BYTES):
+                yield api.UploadImageRequest(chunk_data=data[start:start + CHUNK_BYTES])
+
+        reply = self._call("UploadImage", self._stub.UploadImage, requests())
+        return reply.image.id, reply.already_existed
+
+    def add_label(self, *, image_id: str, text: str, label_type: str, source_model: str, source_prompt: str,
+                  created_by: str) -> None:
+        label = res.Label(text=text, label_type=getattr(res, f"LABEL_TYPE_{label_type.upper()}"),
+                          source_model=source_model, source_prompt=source_prompt, created_by=created_by)
+        self._call("CreateLabel", self._stub.CreateLabel, api.CreateLabelRequest(image_id=image_id, label=label))
+
+    def create_scraped_album(self, *, name: str, description: str, config: dict, request_id: str) -> str:
+        generation_config = struct_pb2.Struct()
+        generation_config.update(config)
+        album = res.Album(name=name[:255], description=description, album_type=res.ALBUM_TYPE_SCRAPED,
+                          is_public=False, generation_config=generation_config, created_by="imagineer-scraper")
+        return self._call("CreateAlbum", self._stub.CreateAlbum,
+                          api.CreateAlbumRequest(album=album, request_id=request_id)).id

@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 import threading
 
+from imagineer.trainer.v1 import scraping_service_pb2_grpc as scraping_grpc
 from imagineer.trainer.v1 import trainer_service_pb2_grpc as api_grpc
 from imagineer_common.interceptors import ServiceInterceptor
 from imagineer_common.server import RunningServer, start_server, wait_for_termination
 from imagineer_trainer.config import TrainerSettings
 from imagineer_trainer.labeling_server import LABELING_SERVICE_NAME, build_labeling
+from imagineer_trainer.scrape_server import SERVICE_NAME as SCRAPING_SERVICE_NAME
+from imagineer_trainer.scrape_server import ScrapingServicer
 from imagineer_trainer.server import SERVICE_NAME, TrainerServicer
 
 log = logging.getLogger("imagineer.trainer")
@@ -56,19 +59,53 @@ def _load_in_background(settings: TrainerSettings, servicer: TrainerServicer, ru
     log.info("serving on port %d", running.port)
 
 
+def build_scraper(settings: TrainerSettings):
+    """Marks scrapes a previous trainer left running as interrupted, then starts the scrape workers (their own
+    threads: a scrape never waits for training, nor training for a scrape)."""
+    from imagineer_common.catalog_client import ScrapeCatalog
+    from imagineer_trainer.scraping.service import Scraper
+
+    scraper = Scraper(settings=settings.scraping, catalog=ScrapeCatalog(settings.catalog_address,
+                                                                        settings.catalog_token))
+    interrupted = scraper.recover()
+    if interrupted:
+        log.info("marked %d scrapes that a previous trainer left running as interrupted", interrupted)
+    scraper.start_workers()
+    return scraper
+
+
+def _start_scraping(settings: TrainerSettings, scraping: ScrapingServicer) -> None:
+    try:
+        scraping.scraper = build_scraper(settings)
+    except Exception as error:
+        log.exception("scraping could not start; its RPCs answer UNAVAILABLE")
+        scraping.load_error = str(error)
+
+
 def serve(settings: TrainerSettings) -> None:
+    scraping = ScrapingServicer()
     servicer = TrainerServicer()
     labeling = build_labeling(settings)
     interceptor = ServiceInterceptor(admin_tokens=settings.admin_tokens, public_methods=(),
                                      error_domain="trainer.imagineer")
     running = start_server(host=settings.host, port=settings.port,
                            register=[lambda server: api_grpc.add_TrainerServiceServicer_to_server(servicer, server),
-                                     labeling.register],
-                           service_names=[SERVICE_NAME, LABELING_SERVICE_NAME], interceptor=interceptor)
-    threading.Thread(target=_load_in_background, args=(settings, servicer, running), daemon=True,
-                     name="trainer-start").start()
+                                     labeling.register,
+                                     lambda server: scraping_grpc.add_ScrapingServiceServicer_to_server(scraping,
+                                                                                                        server)],
+                           service_names=[SERVICE_NAME, LABELING_SERVICE_NAME, SCRAPING_SERVICE_NAME],
+                           interceptor=interceptor)
+
+    def start_up() -> None:
+        _start_scraping(settings, scraping)  # first: it needs no model, so it is usable while the model loads
+        _load_in_background(settings, servicer, running)
+
+    threading.Thread(target=start_up, daemon=True, name="trainer-start").start()
 
     def finish_work() -> None:
+        # Running scrapes stop before their next request and are marked interrupted (they are not resumed).
+        if scraping.scraper is not None:
+            scraping.scraper.stop(SHUTDOWN_GRACE_SECONDS)
         # The running training checkpoints and is marked interrupted; the next start resumes it.
         labeling.stop(SHUTDOWN_GRACE_SECONDS)
         if servicer.trainer is not None:
@@ -78,5 +115,7 @@ def serve(settings: TrainerSettings) -> None:
         labeling.close()
         if servicer.trainer is not None:
             servicer.trainer.catalog.close()
+        if scraping.scraper is not None:
+            scraping.scraper.catalog.close()
 
     wait_for_termination(running, before_stop=finish_work, on_stop=on_stop)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from imagineer_common import env
 from imagineer_trainer.labelers.config import LabelingSettings
+from imagineer_trainer.scraping.settings import ScrapeSettings
 
 PREFIX = "IMAGINEER_TRAINER_"
 
@@ -27,6 +28,7 @@ class TrainerSettings:
     log_level: str
     log_json: bool | None
     labeling: LabelingSettings = field(default_factory=LabelingSettings)
+    scraping: ScrapeSettings = field(default_factory=ScrapeSettings)
 
     @property
     def models_dir(self) -> Path:
@@ -48,4 +50,5 @@ class TrainerSettings:
             **env.read_model_service_basics(PREFIX, default_port=50053),
             queue_capacity=env.read_int(PREFIX + "QUEUE_CAPACITY", 16, minimum=1, maximum=1000),
             labeling=LabelingSettings.from_env(),
+            scraping=ScrapeSettings.from_env(PREFIX),
         )

@@ -1,0 +1,131 @@
+"""HTTP GET for a scrape: guarded addresses, redirects followed by hand (each hop checked again), per-host
+rate limiting, timeouts, size limits, and a stop that takes effect between chunks.
+
+The connection goes to the address the guard checked (the URL's host is replaced by it), while the Host
+header and the TLS server name stay the original host name, so certificates are verified as usual and a
+DNS answer that changes between check and connect (rebinding) has no effect. Proxies from the environment
+are ignored: they would connect on our behalf to addresses we never checked.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+
+from imagineer_trainer.scraping.addresses import AddressGuard, BlockedAddress
+
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+MAX_REDIRECTS = 5
+READ_CHUNK = 64 * 1024
+
+
+class Stopped(Exception):
+    """The scrape was asked to stop (cancel or shutdown) while waiting or reading."""
+
+
+class FetchError(Exception):
+    """A request did not give a usable answer; ``reason`` is a stable skip reason."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Response:
+    url: str  # after redirects
+    status: int
+    content_type: str  # lowercase, without parameters
+    body: bytes
+
+
+class HostRateLimiter:
+    """At most one request per ``interval`` seconds to each host, across every scrape of this trainer."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._next: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def wait(self, host: str, stop: threading.Event) -> None:
+        with self._lock:
+            now = time.monotonic()
+            slot = max(now, self._next.get(host, 0.0))
+            self._next[host] = slot + self.interval
+        delay = slot - time.monotonic()
+        if delay > 0 and stop.wait(delay):
+            raise Stopped()
+
+
+class Fetcher:
+    def __init__(self, guard: AddressGuard, limiter: HostRateLimiter, *, user_agent: str,
+                 timeout_seconds: float) -> None:
+        self.guard = guard
+        self.limiter = limiter
+        self.user_agent = user_agent
+        self._client = httpx.Client(trust_env=False, follow_redirects=False, timeout=httpx.Timeout(timeout_seconds),
+                                    headers={"User-Agent": user_agent}, verify=True)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def get(self, url: str, *, max_bytes: int, stop: threading.Event,
+            allowed: Callable[[str], bool] = lambda _url: True, accept_errors: bool = False) -> Response:
+        """Fetches ``url``. Every hop must pass the address guard and ``allowed`` (robots). Raises FetchError
+        (reasons robots, blocked_address, http_error, too_large) or Stopped. With ``accept_errors`` an HTTP
+        error status is returned instead of raised."""
+        for _hop in range(MAX_REDIRECTS + 1):
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise FetchError("http_error", f"{url}: only http and https URLs can be fetched")
+            try:
+                port = parts.port or (443 if parts.scheme == "https" else 80)
+                address = self.guard.check(parts.hostname, port)
+            except BlockedAddress as error:
+                raise FetchError("blocked_address", f"{url}: {error}") from None
+            except ValueError:
+                raise FetchError("http_error", f"{url}: invalid port") from None
+            # The address first: robots.txt of a refused host is never fetched.
+            if not allowed(url):
+                raise FetchError("robots", f"{url}: robots.txt does not allow it")
+            if stop.is_set():
+                raise Stopped()
+            self.limiter.wait(parts.hostname, stop)
+            target = httpx.URL(url).copy_with(host=address)
+            extensions = {"sni_hostname": parts.hostname} if parts.scheme == "https" else {}
+            try:
+                with self._client.stream("GET", target, headers={"Host": parts.netloc.rsplit("@", 1)[-1]},
+                                         extensions=extensions) as response:
+                    location = response.headers.get("location")
+                    if response.status_code in REDIRECTS and location:
+                        url = urljoin(url, location.strip())
+                        continue
+                    if response.status_code >= 400 and not accept_errors:
+                        raise FetchError("http_error", f"{url}: HTTP {response.status_code}")
+                    body = self._read(response, url, max_bytes, stop)
+                    content_type = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+                    return Response(url=url, status=response.status_code, content_type=content_type, body=body)
+            except httpx.HTTPError as error:
+                raise FetchError("http_error", f"{url}: {type(error).__name__}: {error}") from None
+        raise FetchError("http_error", f"{url}: more than {MAX_REDIRECTS} redirects")
+
+    @staticmethod
+    def _read(response: httpx.Response, url: str, max_bytes: int, stop: threading.Event) -> bytes:
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > max_bytes:
+            raise FetchError("too_large", f"{url}: {declared} bytes, more than the limit of {max_bytes}")
+        parts: list[bytes] = []
+        size = 0
+        for chunk in response.iter_bytes(READ_CHUNK):
+            if stop.is_set():
+                raise Stopped()
+            size += len(chunk)
+            if size > max_bytes:
+                raise FetchError("too_large", f"{url}: more than the limit of {max_bytes} bytes")
+            parts.append(chunk)
+        return b"".join(parts)
