@@ -19,6 +19,7 @@ from rich.table import Table
 from imagineer.common.v1 import common_pb2
 from imagineer.generator.v1 import generator_service_pb2 as api
 from imagineer_client.client import Imagineer, ImagineerError, Lora
+from imagineer_common.env import SettingError
 
 EXIT_OK, EXIT_FAULT, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 STATE_NAMES = {value: name.removeprefix("JOB_STATE_").lower() for name, value in common_pb2.JobState.items()}
@@ -289,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     except ImagineerError as error:
         console.print(f"[red]error:[/red] {error}")
         return EXIT_BAD_INPUT if error.bad_input else EXIT_FAULT
+    except SettingError as error:
+        console.print(f"[red]configuration error:[/red] {error}")
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
 

@@ -17,6 +17,7 @@ from imagineer.catalog.v1 import catalog_service_pb2 as api
 from imagineer.catalog.v1 import catalog_service_pb2_grpc as api_grpc
 from imagineer.catalog.v1 import resources_pb2 as res
 from imagineer.common.v1 import common_pb2
+from imagineer_common.tls import ClientTls, open_channel
 
 CHUNK_BYTES = 512 * 1024
 
@@ -40,8 +41,8 @@ class ArtifactInfo:
 
 
 class CatalogClient:
-    def __init__(self, address: str, token: str, timeout: float = 60.0) -> None:
-        self._channel = grpc.insecure_channel(address)
+    def __init__(self, address: str, token: str, timeout: float = 60.0, tls: ClientTls | None = None) -> None:
+        self._channel = open_channel(address, tls)
         self._stub = api_grpc.CatalogServiceStub(self._channel)
         self._metadata = (("authorization", f"Bearer {token}"),)
         self._timeout = timeout

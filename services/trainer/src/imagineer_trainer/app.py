@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from imagineer.trainer.v1 import trainer_service_pb2_grpc as api_grpc
 from imagineer_common.interceptors import ServiceInterceptor
@@ -29,10 +30,12 @@ def build_trainer(settings: TrainerSettings):
         return load_model(settings.model, models_dir=settings.models_dir, device=settings.device,
                           single_file_config=settings.model_config)
 
+    started = time.perf_counter()
     model = fresh_model()
+    load_seconds = time.perf_counter() - started
     info = ModelInfo(name=model.name, default_size=model.default_size)
     del model
-    catalog = TrainingCatalog(settings.catalog_address, settings.catalog_token)
+    catalog = TrainingCatalog(settings.catalog_address, settings.catalog_token, tls=settings.catalog_tls)
     supervisor = Supervisor(load_model=fresh_model, catalog=catalog, runs_dir=settings.runs_dir,
                             capacity=settings.queue_capacity)
     registry = RunRegistry()
@@ -41,7 +44,19 @@ def build_trainer(settings: TrainerSettings):
         supervisor.submit(run)
         log.info("training %s will resume", run.id)
     supervisor.start()
+    _add_metrics(load_seconds, supervisor, registry)
     return Trainer(info=info, registry=registry, supervisor=supervisor, catalog=catalog)
+
+
+def _add_metrics(load_seconds: float, supervisor, registry) -> None:
+    from imagineer_common import metrics
+
+    metrics.set_value("imagineer_trainer_model_load_seconds", "Seconds the base model took to load at start-up.",
+                      load_seconds)
+    metrics.gauge("imagineer_trainer_queue_depth", "Training runs waiting for the trainer.", supervisor.waiting)
+    metrics.ended_work_durations(
+        "imagineer_trainer_run_duration_seconds", "Training runs from start to end, by final state.",
+        lambda: [(run.id, run.state, run.started_at, run.ended_at) for run in registry.newest_first()])
 
 
 def _load_in_background(settings: TrainerSettings, servicer: TrainerServicer, running: RunningServer) -> None:
@@ -61,7 +76,8 @@ def serve(settings: TrainerSettings) -> None:
                                      error_domain="trainer.imagineer")
     running = start_server(host=settings.host, port=settings.port,
                            register=[lambda server: api_grpc.add_TrainerServiceServicer_to_server(servicer, server)],
-                           service_names=[SERVICE_NAME], interceptor=interceptor)
+                           service_names=[SERVICE_NAME], interceptor=interceptor, tls=settings.tls,
+                           metrics_port=settings.metrics_port, health_port=settings.health_port)
     threading.Thread(target=_load_in_background, args=(settings, servicer, running), daemon=True,
                      name="trainer-start").start()
 
