@@ -126,6 +126,7 @@ def test_tls_server_accepts_a_client_certificate_and_refuses_clients_without_one
         good = tls.ClientTls(ca_file=pki.ca_cert, cert_file=pki.client_cert, key_file=pki.client_key)
         with tls.open_channel(address, good) as channel:
             assert _check(channel).status == health_pb2.HealthCheckResponse.NOT_SERVING
+            assert _check(channel, "liveness").status == health_pb2.HealthCheckResponse.SERVING
 
         no_certificate = tls.ClientTls(ca_file=pki.ca_cert, cert_file=None, key_file=None)
         with tls.open_channel(address, no_certificate) as channel, pytest.raises(grpc.RpcError) as caught:

@@ -21,6 +21,9 @@ from imagineer_common.tls import ServerTls
 log = logging.getLogger("imagineer.server")
 
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+# A health entry that is SERVING while the process runs, whatever its readiness: liveness probes ask for it,
+# so a pod that waits for a migration or loads its model is not restarted ("" tells readiness).
+LIVENESS_SERVICE = "liveness"
 
 
 @dataclass
@@ -90,6 +93,7 @@ def start_server(*, host: str, port: int, register: Iterable[Callable[[grpc.Serv
     running = RunningServer(server=server, health=health_servicer, port=bound, service_names=names,
                             metrics=endpoint, health_server=health_server, health_port=health_bound)
     running.set_serving(False)
+    health_servicer.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
     if tls is None:
         log.info("listening on %s:%d", host, bound)
     else:
