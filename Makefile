@@ -39,7 +39,7 @@ test: install
 	$(BIN)/python -m pytest
 
 lint: install
-	$(BIN)/ruff check services tests bench
+	$(BIN)/ruff check services tests bench scripts
 	$(BIN)/lint-imports
 	cd protos && ../$(BUF) lint
 
