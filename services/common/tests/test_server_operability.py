@@ -182,3 +182,23 @@ def test_tls_settings_are_read_and_checked(monkeypatch, tmp_path):
     assert client is not None and client.ca_file is None and str(client.cert_file) == "/certs/tls.crt"
     with pytest.raises(env.SettingError, match="cannot read the TLS"):
         tls.ServerTls(tmp_path / "missing.crt", tmp_path / "missing.key", None).credentials()
+
+
+
+def test_channels_round_robin_over_every_address_a_name_resolves_to():
+    """A headless Service's name resolves to every ready pod; our channels spread calls over all of them
+    (round_robin), where gRPC's default (pick_first) would send everything to one. Two servers stand in for two
+    pods, behind a two-address target."""
+    servers = [_start(), _start()]
+    servers[0].set_serving(True)  # tell them apart by their health
+    target = "ipv4:" + ",".join(f"127.0.0.1:{running.port}" for running in servers)
+    try:
+        with tls.open_channel(target) as channel:
+            spread = {_check(channel).status for _ in range(10)}
+        with grpc.insecure_channel(target) as channel:
+            default = {_check(channel).status for _ in range(10)}
+    finally:
+        for running in servers:
+            stop_server(running)
+    assert spread == {health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING}
+    assert len(default) == 1
