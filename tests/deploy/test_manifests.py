@@ -176,16 +176,19 @@ def test_ports_probes_and_services_match_what_the_service_listens_on(overlay, mo
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_catalog_addresses_name_the_catalog_service(overlay, monkeypatch):
-    catalog_service = named(overlay, "Service", "imagineer-catalog")
+def test_catalog_addresses_name_a_service_of_the_catalog(overlay, monkeypatch):
+    catalog_labels = named(overlay, "Deployment", "imagineer-catalog")["spec"]["template"]["metadata"]["labels"]
     for container in service_containers(overlay):
         if container.service == "catalog":
             continue
         settings, _ = read_settings(container.service, environment(container), monkeypatch)
         match = re.fullmatch(r"dns:///([\w-]+):(\d+)", settings.catalog_address)
         assert match, settings.catalog_address
-        assert match.group(1) == catalog_service["metadata"]["name"]
-        assert int(match.group(2)) == catalog_service["spec"]["ports"][0]["port"]
+        service = named(overlay, "Service", match.group(1))
+        assert all(catalog_labels.get(k) == v for k, v in service["spec"]["selector"].items())
+        assert int(match.group(2)) == service["spec"]["ports"][0]["port"]
+        if overlay == "overlays/production":  # round-robin needs every pod's address: a headless Service
+            assert service["spec"]["clusterIP"] == "None"
         if settings.tls is not None:  # a catalog that requires client certificates gets one
             assert settings.catalog_tls is not None and settings.catalog_tls.cert_file is not None
 
@@ -360,3 +363,13 @@ def test_nothing_machine_specific_or_secret_is_in_the_manifests():
             assert "hostPath" not in text and "/work/" not in text and "127.0.0.1" not in text
             if manifest["kind"] == "Secret":
                 assert overlay == "overlays/local", "production secrets are created in the cluster, not in git"
+
+
+@pytest.mark.parametrize("service", SETTINGS)
+def test_docs_deploy_describes_every_setting_the_service_reads(service, monkeypatch):
+    docs = (ROOT / "docs" / "deploy.md").read_text()
+    _settings, asked = read_settings(service, {}, monkeypatch)
+    prefix = f"IMAGINEER_{service.upper()}_"
+    for name in sorted(n for n in asked if n.startswith("IMAGINEER_")):
+        suffix = name.removeprefix(prefix)
+        assert f"`{name}`" in docs or f"`<P>{suffix}`" in docs, f"docs/deploy.md does not describe {name}"

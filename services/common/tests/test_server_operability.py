@@ -202,3 +202,22 @@ def test_channels_round_robin_over_every_address_a_name_resolves_to():
             stop_server(running)
     assert spread == {health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING}
     assert len(default) == 1
+
+
+def test_per_connection_channels_stay_on_one_server_and_spread_over_connections():
+    """Generator jobs live in one pod's memory: a client's calls must all reach that pod, while different
+    clients land on different pods (the address list is shuffled per channel)."""
+    servers = [_start(), _start()]
+    servers[0].set_serving(True)
+    target = "ipv4:" + ",".join(f"127.0.0.1:{running.port}" for running in servers)
+    picked = []
+    try:
+        for _ in range(24):  # the chance that 24 shuffles all pick the same server is 2 in 16 million
+            with tls.open_channel(target, per_connection=True) as channel:
+                statuses = {_check(channel).status for _ in range(4)}
+            assert len(statuses) == 1, "one channel's calls all go to one server"
+            picked.append(statuses.pop())
+    finally:
+        for running in servers:
+            stop_server(running)
+    assert set(picked) == {health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING}

@@ -66,13 +66,14 @@ class Imagineer:
                  token: str | None = None, tls: ClientTls | None = None) -> None:
         # TLS from IMAGINEER_TLS_CA_FILE (+ IMAGINEER_TLS_CERT_FILE/_KEY_FILE for client certificates) unless given.
         tls = tls or client_tls_from_env("IMAGINEER_")
-        # Addresses may be dns:///name:port to spread calls over every replica behind a headless Service.
+        # Addresses may be dns:///name:port naming a headless Service: catalog calls then go round-robin over its
+        # replicas; generator and trainer calls stay on one replica per client (it holds the jobs it started).
         self._catalog_channel = open_channel(catalog or os.environ.get("IMAGINEER_CATALOG_ADDRESS", DEFAULT_CATALOG),
                                              tls)
         self._generator_channel = open_channel(generator or os.environ.get("IMAGINEER_GENERATOR_ADDRESS",
-                                                                           DEFAULT_GENERATOR), tls)
+                                                                           DEFAULT_GENERATOR), tls, per_connection=True)
         self._trainer_channel = open_channel(trainer or os.environ.get("IMAGINEER_TRAINER_ADDRESS", DEFAULT_TRAINER),
-                                             tls)
+                                             tls, per_connection=True)
         self.catalog = catalog_grpc.CatalogServiceStub(self._catalog_channel)
         self.generator = generator_grpc.GeneratorServiceStub(self._generator_channel)
         self.trainer = trainer_grpc.TrainerServiceStub(self._trainer_channel)

@@ -8,6 +8,7 @@ that signed the server) and, for servers that require one, <PREFIX>TLS_CERT_FILE
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,13 +16,18 @@ import grpc
 
 from imagineer_common import env
 
-# Clients spread calls over every address a name resolves to: with a headless Service and a
-# ``dns:///name:port`` target, each replica gets its share; a single address behaves as before.
-CHANNEL_OPTIONS = (
-    ("grpc.lb_policy_name", "round_robin"),
+_MESSAGE_LIMITS = (
     ("grpc.max_receive_message_length", 8 * 1024 * 1024),
     ("grpc.max_send_message_length", 8 * 1024 * 1024),
 )
+# With a ``dns:///name:port`` target naming a headless Service, the name resolves to every ready pod.
+# Stateless services (the catalog: every call is its own transaction) take calls round-robin over all of them.
+ROUND_ROBIN = (("grpc.lb_policy_name", "round_robin"), *_MESSAGE_LIMITS)
+# Services that keep jobs in memory (generator, trainer) need a job's Start, Watch and Cancel on the pod that
+# holds it: each channel picks one pod, at random (shuffled), and stays there, so connections spread instead.
+PER_CONNECTION = (("grpc.service_config",
+                   json.dumps({"loadBalancingConfig": [{"pick_first": {"shuffleAddressList": True}}]})),
+                  *_MESSAGE_LIMITS)
 
 
 @dataclass(frozen=True)
@@ -84,8 +90,10 @@ def client_tls_from_env(prefix: str) -> ClientTls | None:
     return ClientTls(ca_file=ca, cert_file=cert, key_file=key)
 
 
-def open_channel(address: str, tls: ClientTls | None = None) -> grpc.Channel:
-    """A channel to ``address`` (``host:port`` or ``dns:///host:port``), over TLS when ``tls`` is given."""
+def open_channel(address: str, tls: ClientTls | None = None, *, per_connection: bool = False) -> grpc.Channel:
+    """A channel to ``address`` (``host:port`` or ``dns:///host:port``), over TLS when ``tls`` is given;
+    calls go round-robin over the addresses, or with ``per_connection`` all to one address picked at random."""
+    options = PER_CONNECTION if per_connection else ROUND_ROBIN
     if tls is None:
-        return grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
-    return grpc.secure_channel(address, tls.credentials(), options=CHANNEL_OPTIONS)
+        return grpc.insecure_channel(address, options=options)
+    return grpc.secure_channel(address, tls.credentials(), options=options)
