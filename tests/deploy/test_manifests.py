@@ -235,7 +235,7 @@ def test_images_are_built_the_hardened_way():
     # The generator and trainer get torch from the CPU wheel index unless a GPU build says otherwise.
     assert "--extra-index-url" in " ".join(targets["model-wheels"].instructions("RUN"))
     ignored = (ROOT / ".dockerignore").read_text()
-    assert "services/common/src/imagineer" in ignored and "**" in ignored.splitlines()
+    assert "services/common/src/imagineer" in ignored and "*" in ignored.splitlines()
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
