@@ -3,6 +3,7 @@ Docker and checked for what the containers need: the generated code, the migrati
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -16,9 +17,13 @@ pytestmark = pytest.mark.slow
 
 
 def _build_wheel(package: str, out: Path) -> zipfile.ZipFile:
+    # Built from a copy, as the image's build context would hold it: no build/ folder left in the work tree.
+    source = out / "source"
+    shutil.copytree(ROOT / "services" / package, source,
+                    ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", "tests"))
     result = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--disable-pip-version-check",
-         "-q", "--wheel-dir", str(out), str(ROOT / "services" / package)],
+         "-q", "--wheel-dir", str(out), str(source)],
         capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     (wheel,) = out.glob(f"imagineer_{package}-*.whl")
