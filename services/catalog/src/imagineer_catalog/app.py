@@ -12,6 +12,7 @@ from imagineer_catalog.config import CatalogSettings
 from imagineer_catalog.database import Database, create_catalog_engine
 from imagineer_catalog.server import PUBLIC_METHODS, SERVICE_NAME, CatalogServicer, ReadinessGate
 from imagineer_catalog.store import Catalog, sweep_storage
+from imagineer_common import metrics
 from imagineer_common.interceptors import ServiceInterceptor
 from imagineer_common.server import RunningServer, start_server, wait_for_termination
 
@@ -76,7 +77,11 @@ def serve(settings: CatalogSettings) -> None:
                                      error_domain="catalog.imagineer")
     running = start_server(host=settings.host, port=settings.port,
                            register=[lambda server: api_grpc.add_CatalogServiceServicer_to_server(servicer, server)],
-                           service_names=[SERVICE_NAME], interceptor=interceptor)
+                           service_names=[SERVICE_NAME], interceptor=interceptor, tls=settings.tls,
+                           metrics_port=settings.metrics_port, health_port=settings.health_port)
+    metrics.gauge("imagineer_catalog_schema_ready",
+                  "1 when the database is at the schema this catalog needs and calls are served, else 0.",
+                  lambda: 1.0 if gate.is_open else 0.0)
     stop_waiting = threading.Event()
     try:
         prepare_schema(settings)

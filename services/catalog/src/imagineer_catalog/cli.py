@@ -26,9 +26,41 @@ def _serve(settings: CatalogSettings, _args) -> int:
     return 0
 
 
-def _migrate(settings: CatalogSettings, _args) -> int:
+CHECK_INTERVAL_SECONDS = 2.0
+
+
+def _check_schema(settings: CatalogSettings, wait_seconds: float) -> int:
+    """Exits 0 once the database is at head, 1 if it is not within ``wait_seconds`` (a cluster's init container
+    runs this so catalog pods start only after the migration Job)."""
+    import time
+
+    from imagineer_catalog import schema
+    from imagineer_catalog.database import create_catalog_engine
+
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        engine = create_catalog_engine(settings.database_url)
+        try:
+            schema.ensure_at_head(engine)
+            print(f"the database is at {schema.head_revision()}, the schema this catalog needs")
+            return 0
+        except (SchemaNotCurrent, SQLAlchemyError) as error:
+            problem = str(error) if isinstance(error, SchemaNotCurrent) else \
+                f"database error: {error.__class__.__name__}: {getattr(error, 'orig', None) or error}"
+        finally:
+            engine.dispose()
+        if time.monotonic() >= deadline:
+            print(f"not current: {problem}", file=sys.stderr)
+            return EXIT_FAILURE
+        print(f"waiting: {problem}", file=sys.stderr)
+        time.sleep(CHECK_INTERVAL_SECONDS)
+
+
+def _migrate(settings: CatalogSettings, args) -> int:
     from imagineer_catalog import schema
 
+    if args.check:
+        return _check_schema(settings, args.wait)
     try:
         result = schema.upgrade_to_head(settings.database_url, storage_root=settings.storage_root)
     except schema.UnrecognisedDatabase as error:
@@ -108,7 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "(see docs/database.md).")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="run the gRPC server (upgrades the database first unless turned off)")
-    commands.add_parser("migrate", help="upgrade the database to the latest schema (adopts a legacy database)")
+    migrating = commands.add_parser(
+        "migrate", help="upgrade the database to the latest schema (adopts a legacy database)")
+    migrating.add_argument("--check", action="store_true",
+                           help="change nothing: exit 0 if the database is at the latest schema, 1 if not")
+    migrating.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                           help="with --check: keep checking for up to SECONDS until the schema is current")
     importing = commands.add_parser("import", help="import a legacy outputs folder (subfolders become batch albums)")
     importing.add_argument("directory", help="the outputs folder")
     importing.add_argument("--private", action="store_true", help="make imported images private")

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imagineer_common import env
+from imagineer_common.tls import ServerTls, server_tls_from_env
 
 PREFIX = "IMAGINEER_CATALOG_"
 # The token every service uses in development mode when none is configured.
@@ -24,6 +25,9 @@ class CatalogSettings:
     auto_upgrade: bool
     log_level: str
     log_json: bool | None
+    metrics_port: int | None  # None: no metrics endpoint
+    health_port: int | None  # None: health only on the main port
+    tls: ServerTls | None
 
     @classmethod
     def from_env(cls) -> CatalogSettings:
@@ -49,4 +53,7 @@ class CatalogSettings:
             auto_upgrade=env.read_bool(PREFIX + "AUTO_UPGRADE", not production),
             log_level=env.read_str(PREFIX + "LOG_LEVEL", "INFO"),
             log_json=None if log_json_raw == "auto" else log_json_raw == "json",
+            metrics_port=env.read_optional_port(PREFIX + "METRICS_PORT"),
+            health_port=env.read_optional_port(PREFIX + "HEALTH_PORT"),
+            tls=server_tls_from_env(PREFIX),
         )

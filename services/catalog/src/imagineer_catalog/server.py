@@ -44,6 +44,10 @@ class ReadinessGate:
     def open(self) -> None:
         self._open.set()
 
+    @property
+    def is_open(self) -> bool:
+        return self._open.is_set()
+
     def close(self, reason: str) -> None:
         self.reason = reason
         self._open.clear()

@@ -20,6 +20,7 @@ from imagineer.generator.v1 import generator_service_pb2 as api
 from imagineer_client import catalog_commands, label_commands, scrape_commands
 from imagineer_client.client import Imagineer, ImagineerError, Lora, client_from_args
 from imagineer_client.progress import follow_generation, follow_training
+from imagineer_common.env import SettingError
 
 EXIT_OK, EXIT_FAULT, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 STATE_NAMES = {value: name.removeprefix("JOB_STATE_").lower() for name, value in common_pb2.JobState.items()}
@@ -260,6 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     except ImagineerError as error:
         console.print(f"[red]error:[/red] {error}")
         return EXIT_BAD_INPUT if error.bad_input else EXIT_FAULT
+    except SettingError as error:
+        console.print(f"[red]configuration error:[/red] {error}")
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
 

@@ -24,6 +24,8 @@ from imagineer.trainer.v1 import scraping_service_pb2 as scraping_api
 from imagineer.trainer.v1 import scraping_service_pb2_grpc as scraping_grpc
 from imagineer.trainer.v1 import trainer_service_pb2 as trainer_api
 from imagineer.trainer.v1 import trainer_service_pb2_grpc as trainer_grpc
+from imagineer_common.channels import open_channel
+from imagineer_common.tls import ClientTls, client_tls_from_env
 
 DEFAULT_CATALOG = "127.0.0.1:50051"
 DEFAULT_GENERATOR = "127.0.0.1:50052"
@@ -76,13 +78,17 @@ class Imagineer:
     """
 
     def __init__(self, *, catalog: str | None = None, generator: str | None = None, trainer: str | None = None,
-                 token: str | None = None) -> None:
-        self._catalog_channel = grpc.insecure_channel(catalog or os.environ.get("IMAGINEER_CATALOG_ADDRESS",
-                                                                                DEFAULT_CATALOG))
-        self._generator_channel = grpc.insecure_channel(generator or os.environ.get("IMAGINEER_GENERATOR_ADDRESS",
-                                                                                    DEFAULT_GENERATOR))
-        self._trainer_channel = grpc.insecure_channel(trainer or os.environ.get("IMAGINEER_TRAINER_ADDRESS",
-                                                                                DEFAULT_TRAINER))
+                 token: str | None = None, tls: ClientTls | None = None) -> None:
+        # TLS from IMAGINEER_TLS_CA_FILE (+ IMAGINEER_TLS_CERT_FILE/_KEY_FILE for client certificates) unless given.
+        tls = tls or client_tls_from_env("IMAGINEER_")
+        # Addresses may be dns:///name:port naming a headless Service: catalog calls then go round-robin over its
+        # replicas; generator and trainer calls stay on one replica per client (it holds the jobs it started).
+        self._catalog_channel = open_channel(catalog or os.environ.get("IMAGINEER_CATALOG_ADDRESS", DEFAULT_CATALOG),
+                                             tls)
+        self._generator_channel = open_channel(generator or os.environ.get("IMAGINEER_GENERATOR_ADDRESS",
+                                                                           DEFAULT_GENERATOR), tls, per_connection=True)
+        self._trainer_channel = open_channel(trainer or os.environ.get("IMAGINEER_TRAINER_ADDRESS", DEFAULT_TRAINER),
+                                             tls, per_connection=True)
         self.catalog = catalog_grpc.CatalogServiceStub(self._catalog_channel)
         self.generator = generator_grpc.GeneratorServiceStub(self._generator_channel)
         self.trainer = trainer_grpc.TrainerServiceStub(self._trainer_channel)

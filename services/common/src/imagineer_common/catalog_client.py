@@ -19,6 +19,8 @@ from imagineer.catalog.v1 import catalog_service_pb2 as api
 from imagineer.catalog.v1 import catalog_service_pb2_grpc as api_grpc
 from imagineer.catalog.v1 import resources_pb2 as res
 from imagineer.common.v1 import common_pb2
+from imagineer_common.channels import open_channel
+from imagineer_common.tls import ClientTls
 
 CHUNK_BYTES = 512 * 1024
 
@@ -42,8 +44,9 @@ class ArtifactInfo:
 
 
 class CatalogClient:
-    def __init__(self, address: str, token: str, timeout: float = 60.0, patience: float = 120.0) -> None:
-        self._channel = grpc.insecure_channel(address)
+    def __init__(self, address: str, token: str, timeout: float = 60.0, tls: ClientTls | None = None,
+                 patience: float = 120.0) -> None:
+        self._channel = open_channel(address, tls)
         self._stub = api_grpc.CatalogServiceStub(self._channel)
         self._metadata = (("authorization", f"Bearer {token}"),)
         self._timeout = timeout

@@ -27,6 +27,13 @@ def read_int(name: str, default: int, *, minimum: int | None = None, maximum: in
     return value
 
 
+def read_optional_port(name: str) -> int | None:
+    """A port that may be left unset (the feature is off); 0 asks for any free port."""
+    if read_str(name, "") == "":
+        return None
+    return read_int(name, 0, minimum=0, maximum=65535)
+
+
 def read_bool(name: str, default: bool) -> bool:
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
@@ -50,8 +57,10 @@ DEVELOPMENT_ADMIN_TOKEN = "imagineer-dev-token"
 def read_model_service_basics(prefix: str, default_port: int) -> dict:
     """The settings every model-running service (generator, trainer) reads the same way, as keyword arguments:
     data_dir, model, model_config, device, host, port, admin_tokens, catalog_address, catalog_token,
-    production, log_level, log_json."""
+    production, log_level, log_json, metrics_port, health_port, tls, catalog_tls."""
     from pathlib import Path
+
+    from imagineer_common import tls
 
     data_dir = Path(read_str(prefix + "DATA_DIR", "instance")).resolve()
     production = read_str(prefix + "MODE", "development").lower() == "production"
@@ -80,4 +89,8 @@ def read_model_service_basics(prefix: str, default_port: int) -> dict:
         "production": production,
         "log_level": read_str(prefix + "LOG_LEVEL", "INFO"),
         "log_json": None if log_format == "auto" else log_format == "json",
+        "metrics_port": read_optional_port(prefix + "METRICS_PORT"),
+        "health_port": read_optional_port(prefix + "HEALTH_PORT"),
+        "tls": tls.server_tls_from_env(prefix),
+        "catalog_tls": tls.client_tls_from_env(prefix + "CATALOG_"),
     }

@@ -1,5 +1,5 @@
-"""Start-up shared by the services: a gRPC server with health checking,
-reflection, our interceptor, and a graceful stop on SIGTERM/SIGINT."""
+"""Start-up shared by the services: a gRPC server with health checking, reflection, our interceptor,
+optional TLS, Prometheus metrics and a plaintext health-only port, and a graceful stop on SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
@@ -14,11 +14,17 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from imagineer_common import metrics
+from imagineer_common.channels import server_credentials
 from imagineer_common.interceptors import ServiceInterceptor
+from imagineer_common.tls import ServerTls
 
 log = logging.getLogger("imagineer.server")
 
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+# A health entry that is SERVING while the process runs, whatever its readiness: liveness probes ask for it,
+# so a pod that waits for a migration or loads its model is not restarted ("" tells readiness).
+LIVENESS_SERVICE = "liveness"
 
 
 @dataclass
@@ -27,6 +33,9 @@ class RunningServer:
     health: health.HealthServicer
     port: int
     service_names: tuple[str, ...]
+    metrics: metrics.MetricsEndpoint | None = None
+    health_server: grpc.Server | None = None
+    health_port: int | None = None
 
     def set_serving(self, serving: bool) -> None:
         status = (health_pb2.HealthCheckResponse.SERVING if serving
@@ -35,18 +44,29 @@ class RunningServer:
             self.health.set(name, status)
 
 
+_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.so_reuseport", 0),
+]
+
+
 def start_server(*, host: str, port: int, register: Iterable[Callable[[grpc.Server], None]],
                  service_names: Iterable[str], interceptor: ServiceInterceptor,
-                 max_workers: int = 16) -> RunningServer:
-    """Binds and starts the server; health starts as NOT_SERVING until the caller says otherwise."""
+                 max_workers: int = 16, tls: ServerTls | None = None, metrics_port: int | None = None,
+                 health_port: int | None = None) -> RunningServer:
+    """Binds and starts the server; health starts as NOT_SERVING until the caller says otherwise.
+
+    ``tls`` serves TLS (and requires client certificates when it names a client CA); ``metrics_port``
+    serves Prometheus metrics over HTTP (None: off, 0: any free port); ``health_port`` serves only the
+    health service, in plaintext, for probes that cannot speak TLS (None: off).
+    """
+    endpoint = metrics.start_endpoint(host, metrics_port)
+    interceptors = [metrics.MetricsInterceptor(), interceptor] if endpoint is not None else [interceptor]
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
-        interceptors=[interceptor],
-        options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.so_reuseport", 0),
-        ],
+        interceptors=interceptors,
+        options=_OPTIONS,
     )
     for add in register:
         add(server)
@@ -54,14 +74,44 @@ def start_server(*, host: str, port: int, register: Iterable[Callable[[grpc.Serv
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = tuple(service_names)
     reflection.enable_server_reflection((*names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    if tls is None:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    else:
+        bound = server.add_secure_port(f"{host}:{port}", server_credentials(tls))
     if bound == 0:
         raise OSError(f"cannot listen on {host}:{port} (port in use?)")
+    health_server, health_bound = None, None
+    if health_port is not None:
+        # Same servicer object: the probe port always tells what the main port's health says.
+        health_server = grpc.server(futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="health"),
+                                    options=_OPTIONS)
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, health_server)
+        health_bound = health_server.add_insecure_port(f"{host}:{health_port}")
+        if health_bound == 0:
+            raise OSError(f"cannot listen on {host}:{health_port} for health checks (port in use?)")
+        health_server.start()
     server.start()
-    running = RunningServer(server=server, health=health_servicer, port=bound, service_names=names)
+    running = RunningServer(server=server, health=health_servicer, port=bound, service_names=names,
+                            metrics=endpoint, health_server=health_server, health_port=health_bound)
     running.set_serving(False)
-    log.info("listening on %s:%d", host, bound)
+    health_servicer.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+    if tls is None:
+        log.info("listening on %s:%d", host, bound)
+    else:
+        log.info("listening on %s:%d with TLS%s", host, bound,
+                 " (client certificates required)" if tls.client_ca_file else "")
+    if health_bound is not None:
+        log.info("health checks also on %s:%d (plaintext, health only)", host, health_bound)
     return running
+
+
+def stop_server(running: RunningServer, grace_seconds: float = 0.0) -> None:
+    """Stops the server and what runs beside it (health port, metrics endpoint)."""
+    running.server.stop(grace_seconds).wait()
+    if running.health_server is not None:
+        running.health_server.stop(0).wait()
+    if running.metrics is not None:
+        running.metrics.stop()
 
 
 def wait_for_termination(running: RunningServer, *, grace_seconds: float = 10.0,
@@ -84,7 +134,7 @@ def wait_for_termination(running: RunningServer, *, grace_seconds: float = 10.0,
     running.set_serving(False)
     if before_stop is not None:
         before_stop()
-    running.server.stop(grace_seconds).wait()
+    stop_server(running, grace_seconds)
     if on_stop is not None:
         on_stop()
     log.info("stopped")

@@ -32,8 +32,9 @@ def build_generator(settings: GeneratorSettings):
     started = time.perf_counter()
     model = load_model(settings.model, models_dir=settings.models_dir, device=settings.device,
                        single_file_config=settings.model_config)
-    log.info("model %s loaded on %s in %.1f s", model.name, model.device, time.perf_counter() - started)
-    catalog = CatalogClient(settings.catalog_address, settings.catalog_token)
+    load_seconds = time.perf_counter() - started
+    log.info("model %s loaded on %s in %.1f s", model.name, model.device, load_seconds)
+    catalog = CatalogClient(settings.catalog_address, settings.catalog_token, tls=settings.catalog_tls)
     queue = WorkQueue(capacity=settings.queue_capacity, max_batch=settings.max_batch)
     loras = LoraManager(catalog, settings.lora_cache_dir, model.name)
     engine = Engine(model=model, queue=queue, catalog=catalog, loras=loras, exact_batches=settings.exact_batches)
@@ -44,8 +45,20 @@ def build_generator(settings: GeneratorSettings):
     for job in journal.recover():  # jobs of the previous run, the unfinished ones failed with a reason
         registry.add(job, job.request_id)
     engine.start()
+    _add_metrics(load_seconds, queue, registry)
     return Generator(info=info, registry=registry, queue=queue, engine=engine, catalog=catalog, loras=loras,
                      journal=journal)
+
+
+def _add_metrics(load_seconds: float, queue, registry) -> None:
+    from imagineer_common import metrics
+
+    metrics.set_value("imagineer_generator_model_load_seconds", "Seconds the model took to load at start-up.",
+                      load_seconds)
+    metrics.gauge("imagineer_generator_queue_depth", "Jobs waiting for or in generation.", lambda: len(queue))
+    metrics.ended_work_durations(
+        "imagineer_generator_job_duration_seconds", "Generation jobs from start to end, by final state.",
+        lambda: [(job.id, job.state, job.started_at, job.ended_at) for job in registry.newest_first()])
 
 
 def _load_in_background(settings: GeneratorSettings, servicer: GeneratorServicer, running: RunningServer) -> None:
@@ -65,7 +78,8 @@ def serve(settings: GeneratorSettings) -> None:
                                      error_domain="generator.imagineer")
     running = start_server(host=settings.host, port=settings.port,
                            register=[lambda server: api_grpc.add_GeneratorServiceServicer_to_server(servicer, server)],
-                           service_names=[SERVICE_NAME], interceptor=interceptor)
+                           service_names=[SERVICE_NAME], interceptor=interceptor, tls=settings.tls,
+                           metrics_port=settings.metrics_port, health_port=settings.health_port)
     threading.Thread(target=_load_in_background, args=(settings, servicer, running), daemon=True,
                      name="model-load").start()
 

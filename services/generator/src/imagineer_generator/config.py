@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imagineer_common import env
+from imagineer_common.tls import ClientTls, ServerTls
 
 PREFIX = "IMAGINEER_GENERATOR_"
 
@@ -27,6 +28,10 @@ class GeneratorSettings:
     production: bool
     log_level: str
     log_json: bool | None
+    metrics_port: int | None  # None: no metrics endpoint
+    health_port: int | None  # None: health only on the main port
+    tls: ServerTls | None
+    catalog_tls: ClientTls | None
 
     @property
     def models_dir(self) -> Path:

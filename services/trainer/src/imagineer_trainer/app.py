@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from imagineer.trainer.v1 import scraping_service_pb2_grpc as scraping_grpc
 from imagineer.trainer.v1 import trainer_service_pb2_grpc as api_grpc
@@ -33,10 +34,12 @@ def build_trainer(settings: TrainerSettings):
         return load_model(settings.model, models_dir=settings.models_dir, device=settings.device,
                           single_file_config=settings.model_config)
 
+    started = time.perf_counter()
     model = fresh_model()
+    load_seconds = time.perf_counter() - started
     info = ModelInfo(name=model.name, default_size=model.default_size)
     del model
-    catalog = TrainingCatalog(settings.catalog_address, settings.catalog_token)
+    catalog = TrainingCatalog(settings.catalog_address, settings.catalog_token, tls=settings.catalog_tls)
     supervisor = Supervisor(load_model=fresh_model, catalog=catalog, runs_dir=settings.runs_dir,
                             capacity=settings.queue_capacity)
     registry = RunRegistry()
@@ -45,7 +48,19 @@ def build_trainer(settings: TrainerSettings):
         supervisor.submit(run)
         log.info("training %s will resume", run.id)
     supervisor.start()
+    _add_metrics(load_seconds, supervisor, registry)
     return Trainer(info=info, registry=registry, supervisor=supervisor, catalog=catalog)
+
+
+def _add_metrics(load_seconds: float, supervisor, registry) -> None:
+    from imagineer_common import metrics
+
+    metrics.set_value("imagineer_trainer_model_load_seconds", "Seconds the base model took to load at start-up.",
+                      load_seconds)
+    metrics.gauge("imagineer_trainer_queue_depth", "Training runs waiting for the trainer.", supervisor.waiting)
+    metrics.ended_work_durations(
+        "imagineer_trainer_run_duration_seconds", "Training runs from start to end, by final state.",
+        lambda: [(run.id, run.state, run.started_at, run.ended_at) for run in registry.newest_first()])
 
 
 def _load_in_background(settings: TrainerSettings, servicer: TrainerServicer, running: RunningServer) -> None:
@@ -66,7 +81,8 @@ def build_scraper(settings: TrainerSettings):
     from imagineer_trainer.scraping.service import Scraper
 
     scraper = Scraper(settings=settings.scraping, catalog=ScrapeCatalog(settings.catalog_address,
-                                                                        settings.catalog_token))
+                                                                        settings.catalog_token,
+                                                                        tls=settings.catalog_tls))
     interrupted = scraper.recover()
     if interrupted:
         log.info("marked %d scrapes that a previous trainer left running as interrupted", interrupted)
@@ -94,7 +110,8 @@ def serve(settings: TrainerSettings) -> None:
                                      lambda server: scraping_grpc.add_ScrapingServiceServicer_to_server(scraping,
                                                                                                         server)],
                            service_names=[SERVICE_NAME, LABELING_SERVICE_NAME, SCRAPING_SERVICE_NAME],
-                           interceptor=interceptor)
+                           interceptor=interceptor, tls=settings.tls, metrics_port=settings.metrics_port,
+                           health_port=settings.health_port)
 
     def start_up() -> None:
         _start_scraping(settings, scraping)  # first: it needs no model, so it is usable while the model loads

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imagineer_common import env
+from imagineer_common.tls import ClientTls, ServerTls
 from imagineer_trainer.labelers.config import LabelingSettings
 from imagineer_trainer.scraping.settings import ScrapeSettings
 
@@ -27,6 +28,10 @@ class TrainerSettings:
     production: bool
     log_level: str
     log_json: bool | None
+    metrics_port: int | None  # None: no metrics endpoint
+    health_port: int | None  # None: health only on the main port
+    tls: ServerTls | None
+    catalog_tls: ClientTls | None
     labeling: LabelingSettings = field(default_factory=LabelingSettings)
     scraping: ScrapeSettings = field(default_factory=ScrapeSettings)
 

@@ -128,7 +128,8 @@ def build_labeling(settings: TrainerSettings) -> LabelingServicer:
 
     try:
         service = LabelingService(settings=settings.labeling,
-                                  catalog=LabelingCatalog(settings.catalog_address, settings.catalog_token),
+                                  catalog=LabelingCatalog(settings.catalog_address, settings.catalog_token,
+                                                          tls=settings.catalog_tls),
                                   store=LabelingStore(settings.labelings_dir))
         interrupted = service.recover()
     except Exception as error:
