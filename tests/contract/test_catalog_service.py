@@ -6,6 +6,7 @@ import hashlib
 import os
 import random
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -300,3 +301,16 @@ def test_restart_removes_files_a_crash_left_behind(tmp_path, database_url):
             assert body == b"bytes no row refers to"
     finally:
         assert second.stop() == 0
+
+
+def test_a_taken_port_is_a_clear_error_not_a_traceback(tmp_path):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        env = {**os.environ, "IMAGINEER_CATALOG_DATA_DIR": str(tmp_path), "IMAGINEER_CATALOG_PORT": str(port)}
+        result = subprocess.run([sys.executable, "-m", "imagineer_catalog", "serve"], env=env, capture_output=True,
+                                text=True, timeout=60, check=False)
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -183,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     except SQLAlchemyError as error:
         print(f"database error: {error.__class__.__name__}: {getattr(error, 'orig', None) or error}", file=sys.stderr)
         return EXIT_FAILURE
+    except OSError as error:  # a port that cannot be had, a file that cannot be written
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
 

@@ -74,21 +74,14 @@ def start_server(*, host: str, port: int, register: Iterable[Callable[[grpc.Serv
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = tuple(service_names)
     reflection.enable_server_reflection((*names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    if tls is None:
-        bound = server.add_insecure_port(f"{host}:{port}")
-    else:
-        bound = server.add_secure_port(f"{host}:{port}", server_credentials(tls))
-    if bound == 0:
-        raise OSError(f"cannot listen on {host}:{port} (port in use?)")
+    bound = _bind(server, f"{host}:{port}", tls)
     health_server, health_bound = None, None
     if health_port is not None:
         # Same servicer object: the probe port always tells what the main port's health says.
         health_server = grpc.server(futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="health"),
                                     options=_OPTIONS)
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, health_server)
-        health_bound = health_server.add_insecure_port(f"{host}:{health_port}")
-        if health_bound == 0:
-            raise OSError(f"cannot listen on {host}:{health_port} for health checks (port in use?)")
+        health_bound = _bind(health_server, f"{host}:{health_port}", None)
         health_server.start()
     server.start()
     running = RunningServer(server=server, health=health_servicer, port=bound, service_names=names,
@@ -138,3 +131,15 @@ def wait_for_termination(running: RunningServer, *, grace_seconds: float = 10.0,
     if on_stop is not None:
         on_stop()
     log.info("stopped")
+
+
+def _bind(server: grpc.Server, address: str, tls: ServerTls | None) -> int:
+    """The bound port; OSError naming the address when it cannot be had (grpcio raises RuntimeError or returns 0)."""
+    try:
+        bound = server.add_insecure_port(address) if tls is None else \
+            server.add_secure_port(address, server_credentials(tls))
+    except RuntimeError:
+        bound = 0
+    if bound == 0:
+        raise OSError(f"cannot listen on {address}: the port is in use or the address is not this machine's")
+    return bound

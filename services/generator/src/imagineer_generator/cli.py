@@ -30,7 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging("generator", level=settings.log_level, json_format=settings.log_json)
     from imagineer_generator.app import serve
 
-    serve(settings)
+    try:
+        serve(settings)
+    except OSError as error:  # the port cannot be had
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     return 0
 
 
