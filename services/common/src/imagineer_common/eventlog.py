@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -37,6 +38,19 @@ class EventLog(Generic[S]):
             if len(self._events) <= sequence and not self._ended:
                 self._changed.wait(timeout)
             return self._events[sequence:], self._ended
+
+    def follow(self, after_sequence: int, is_active: Callable[[], bool],
+               poll_seconds: float = 0.5) -> Iterator[Event[S]]:
+        """Every event after ``after_sequence``, as it comes, until the log ends or ``is_active()`` turns false
+        (the watcher went away); polls so that a gone watcher is noticed within ``poll_seconds``."""
+        sequence = after_sequence
+        while is_active():
+            events, ended = self.after(sequence, poll_seconds)
+            for event in events:
+                yield event
+                sequence = event.sequence
+            if ended and sequence >= len(self):
+                return
 
     def __len__(self) -> int:
         with self._changed:

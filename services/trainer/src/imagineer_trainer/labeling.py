@@ -12,13 +12,13 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from imagineer_common.catalog_client import CatalogError
-from imagineer_common.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from imagineer_common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from imagineer_common.eventlog import Event
+from imagineer_trainer.jobqueue import JobQueue
 from imagineer_trainer.labelers.base import FLAGGING_RATINGS, ImageLabels, Labeler, LabelerUnavailable, LabelingError
 from imagineer_trainer.labelers.config import KNOWN_LABELERS, LabelingSettings
 from imagineer_trainer.labeling_catalog import LabelingCatalog
@@ -116,11 +116,10 @@ class LabelingService:
         self.registry = LabelingRegistry()
         self._labelers: dict[str, Labeler] = dict(labelers or {})
         self._start_lock = threading.Lock()
-        self._waiting: deque[LabelingJob] = deque()
-        self._current: LabelingJob | None = None
-        self._changed = threading.Condition()
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._work, name="trainer-labeling", daemon=True)
+        self.queue: JobQueue[LabelingJob] = JobQueue(
+            name="trainer-labeling", what="labeling", capacity=settings.queue_capacity, run=self._run,
+            crashed=lambda job, error: self._end(job, FAILED, f"labeling failed: {type(error).__name__}: {error}"),
+            announce=lambda job, ahead: job.emit("queued", queue_position=ahead))
 
     # --- life cycle --------------------------------------------------------------------------------------------
 
@@ -141,19 +140,12 @@ class LabelingService:
         return interrupted
 
     def start_worker(self) -> None:
-        self._thread.start()
+        self.queue.start()
 
     def stop(self, grace_seconds: float) -> None:
         """The running labeling stops after its current image and is marked INTERRUPTED, waiting ones too."""
-        self._stopping.set()
-        with self._changed:
-            waiting = list(self._waiting)
-            self._waiting.clear()
-            self._changed.notify_all()
-        for job in waiting:
-            self._end(job, INTERRUPTED, "the trainer shut down before this labeling started")
-        if self._thread.is_alive():
-            self._thread.join(grace_seconds)
+        self.queue.stop(grace_seconds, withdrawn=lambda job: self._end(
+            job, INTERRUPTED, "the trainer shut down before this labeling started"))
 
     def close(self) -> None:
         for labeler in self._labelers.values():
@@ -210,17 +202,12 @@ class LabelingService:
             job = LabelingJob(id=uuid.uuid4().hex, target_kind=request.target_kind, target_id=request.target_id,
                               labeler=labeler.name, source_model=labeler.source_model, images=targets,
                               request_id=request.request_id)
-            with self._changed:
-                if self._stopping.is_set():
-                    raise Unavailable("the trainer is shutting down", reason="SHUTTING_DOWN")
-                if len(self._waiting) >= self.settings.queue_capacity:
-                    raise ResourceExhausted(f"the labeling queue is full ({self.settings.queue_capacity} waiting); "
-                                            "retry later", reason="QUEUE_FULL")
+
+            def admit() -> None:  # recorded only once the queue has taken it
                 self.registry.add(job)
                 self.store.save(job)
-                self._waiting.append(job)
-                job.emit("queued", queue_position=len(self._waiting) - 1 + (1 if self._current else 0))
-                self._changed.notify_all()
+
+            self.queue.submit(job, admit=admit)
             return job
 
     def get(self, job_id: str) -> LabelingJob:
@@ -233,11 +220,7 @@ class LabelingService:
         job = self.registry.get(job_id)
         require_cancellable(job)
         job.cancel_requested.set()
-        with self._changed:
-            waiting = job in self._waiting
-            if waiting:
-                self._waiting.remove(job)
-        if waiting:
+        if self.queue.withdraw(job):
             self._end(job, CANCELLED, "cancelled by request before it started")
         return job
 
@@ -246,36 +229,9 @@ class LabelingService:
         if after_sequence < 0:
             raise InvalidArgument.for_field("after_sequence", "must not be negative")
         job = self.registry.get(job_id)
-        sequence = after_sequence
-        while is_active():
-            events, ended = job.log.after(sequence, WATCH_POLL_SECONDS)
-            for event in events:
-                yield event
-                sequence = event.sequence
-            if ended and sequence >= len(job.log):
-                return
+        yield from job.log.follow(after_sequence, is_active, WATCH_POLL_SECONDS)
 
     # --- the worker ---------------------------------------------------------------------------------------------
-
-    def _work(self) -> None:
-        while not self._stopping.is_set():
-            with self._changed:
-                while not self._waiting and not self._stopping.is_set():
-                    self._changed.wait(0.5)
-                if self._stopping.is_set():
-                    return
-                job = self._waiting.popleft()
-                self._current = job
-                for position, waiting in enumerate(self._waiting):
-                    waiting.emit("queued", queue_position=position + 1)
-            try:
-                self._run(job)
-            except Exception as error:  # one broken labeling never stops the worker
-                log.exception("labeling %s failed", job.id)
-                self._end(job, FAILED, f"labeling failed: {type(error).__name__}: {error}")
-            finally:
-                with self._changed:
-                    self._current = None
 
     def _end(self, job: LabelingJob, state: str, reason: str = "") -> None:
         if job.finish(state, reason):
@@ -293,7 +249,7 @@ class LabelingService:
                 self._end(job, CANCELLED, f"cancelled by request after {index - 1} of {total} images; the labels "
                                           "already written are kept")
                 return
-            if self._stopping.is_set():
+            if self.queue.stopping:
                 self._end(job, INTERRUPTED, f"the trainer shut down after {index - 1} of {total} images")
                 return
             try:

@@ -103,11 +103,4 @@ class Trainer:
         if after_sequence < 0:
             raise InvalidArgument.for_field("after_sequence", "must not be negative")
         run = self.registry.get(run_id)
-        sequence = after_sequence
-        while is_active():
-            events, ended = run.log.after(sequence, WATCH_POLL_SECONDS)
-            for event in events:
-                yield event
-                sequence = event.sequence
-            if ended and sequence >= len(run.log):
-                return
+        yield from run.log.follow(after_sequence, is_active, WATCH_POLL_SECONDS)

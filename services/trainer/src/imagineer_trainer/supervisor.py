@@ -8,16 +8,14 @@ import io
 import logging
 import shutil
 import tempfile
-import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
 from imagineer.common.v1 import common_pb2
 from imagineer_common.catalog_client import CatalogError, TrainingCatalog
-from imagineer_common.errors import ResourceExhausted
 from imagineer_trainer.dataset import DatasetError, SourceImage, build_examples
+from imagineer_trainer.jobqueue import JobQueue
 from imagineer_trainer.request import TrainingRequest
 from imagineer_trainer.runs import CANCELLED, COMPLETED, FAILED, INTERRUPTED, QUEUED, RUNNING, Run, now
 from imagineer_trainer.training import LoraTrainer, StepReport, TrainingConfig
@@ -43,72 +41,30 @@ class Supervisor:
         self.catalog = catalog
         self.runs_dir = runs_dir
         self.capacity = capacity
-        self._waiting: deque[Run] = deque()
-        self._current: Run | None = None
-        self._changed = threading.Condition()
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._work, name="trainer-supervisor", daemon=True)
+        self.queue: JobQueue[Run] = JobQueue(
+            name="trainer-supervisor", what="training", capacity=capacity, run=self._train,
+            crashed=lambda run, error: self._end(run, FAILED, f"training failed: {type(error).__name__}: {error}"),
+            announce=lambda run, ahead: run.emit("queued", queue_position=ahead))
 
     def start(self) -> None:
-        self._thread.start()
+        self.queue.start()
 
     def waiting(self) -> int:
-        with self._changed:
-            return len(self._waiting)
+        return self.queue.waiting()
 
     def submit(self, run: Run) -> None:
-        with self._changed:
-            if self._stopping.is_set():
-                raise ResourceExhausted("the trainer is shutting down", reason="SHUTTING_DOWN")
-            if len(self._waiting) >= self.capacity:
-                raise ResourceExhausted(f"the training queue is full ({self.capacity} waiting); retry later",
-                                        reason="QUEUE_FULL")
-            self._waiting.append(run)
-            run.emit("queued", queue_position=len(self._waiting) - 1 + (1 if self._current else 0))
-            self._changed.notify_all()
+        self.queue.submit(run)
 
     def cancel(self, run: Run) -> None:
         run.cancel_requested.set()
-        with self._changed:
-            waiting = run in self._waiting
-            if waiting:
-                self._waiting.remove(run)
-        if waiting:
+        if self.queue.withdraw(run):
             self._end(run, CANCELLED, "cancelled by request")
 
     def stop(self, grace_seconds: float) -> None:
         """The running training checkpoints and is marked interrupted (the next start resumes it);
         waiting ones are marked interrupted too."""
-        self._stopping.set()
-        with self._changed:
-            waiting = list(self._waiting)
-            self._waiting.clear()
-            self._changed.notify_all()
-        for run in waiting:
-            self._end(run, INTERRUPTED, "the trainer shut down before this training started; it resumes on restart")
-        self._thread.join(grace_seconds)
-
-    # --- the worker ---------------------------------------------------------------------------------------------
-
-    def _work(self) -> None:
-        while not self._stopping.is_set():
-            with self._changed:
-                while not self._waiting and not self._stopping.is_set():
-                    self._changed.wait(0.5)
-                if self._stopping.is_set():
-                    return
-                run = self._waiting.popleft()
-                self._current = run
-                for position, waiting in enumerate(self._waiting):
-                    waiting.emit("queued", queue_position=position + 1)
-            try:
-                self._train(run)
-            except Exception as error:  # one broken run never stops the worker
-                log.exception("training %s failed", run.id)
-                self._end(run, FAILED, f"training failed: {type(error).__name__}: {error}")
-            finally:
-                with self._changed:
-                    self._current = None
+        self.queue.stop(grace_seconds, withdrawn=lambda run: self._end(
+            run, INTERRUPTED, "the trainer shut down before this training started; it resumes on restart"))
 
     def _sources(self, run: Run) -> list[SourceImage]:
         sources = []
@@ -156,7 +112,7 @@ class Supervisor:
                 self._validate(run, trainer, step)
 
         outcome = trainer.run(on_step=on_step, on_checkpoint=on_checkpoint,
-                              should_stop=lambda: run.cancel_requested.is_set() or self._stopping.is_set())
+                              should_stop=lambda: run.cancel_requested.is_set() or self.queue.stopping)
         if outcome.stopped:
             if run.cancel_requested.is_set():
                 self._end(run, CANCELLED, f"cancelled by request at step {outcome.step}; its last checkpoint is kept")

@@ -9,12 +9,12 @@ import hashlib
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 
 from imagineer_common.catalog_client import CatalogError, ScrapeCatalog, ScrapeJobInfo
-from imagineer_common.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, Unavailable
+from imagineer_common.errors import FailedPrecondition, InvalidArgument, Unavailable
 from imagineer_common.eventlog import Event
+from imagineer_trainer.jobqueue import JobQueue
 from imagineer_trainer.scraping.addresses import AddressGuard
 from imagineer_trainer.scraping.crawler import CREATED_BY, SOURCE_MODEL, Crawl, Limits
 from imagineer_trainer.scraping.fetch import Fetcher, FetchError, HostRateLimiter, Stopped
@@ -109,12 +109,10 @@ class Scraper:
         self.limiter = HostRateLimiter(settings.host_interval_seconds)
         self.limits = Limits(max_page_bytes=settings.max_page_bytes, max_image_bytes=settings.max_image_bytes,
                              near_duplicate_bits=settings.near_duplicate_bits, max_aspect=settings.max_aspect)
-        self._waiting: deque[ScrapeJob] = deque()
-        self._changed = threading.Condition()
-        self._stopping = threading.Event()
         self._start_lock = threading.Lock()
-        self._workers = [threading.Thread(target=self._work, name=f"scraper-{index}", daemon=True)
-                         for index in range(settings.workers)]
+        self.queue: JobQueue[ScrapeJob] = JobQueue(
+            name="scraper", what="scrape", capacity=settings.queue_capacity, run=self._run, workers=settings.workers,
+            crashed=lambda job, error: self._end(job, FAILED, f"the scrape failed: {type(error).__name__}: {error}"))
 
     # --- life cycle ----------------------------------------------------------------------------------------------
 
@@ -133,24 +131,16 @@ class Scraper:
         return count
 
     def start_workers(self) -> None:
-        for worker in self._workers:
-            worker.start()
+        self.queue.start()
 
     def stop(self, grace_seconds: float) -> None:
         """Running scrapes stop before their next request and are marked interrupted, as are waiting ones."""
-        self._stopping.set()
-        with self._changed:
-            waiting = list(self._waiting)
-            self._waiting.clear()
-            self._changed.notify_all()
-        for job in waiting:
-            self._end(job, INTERRUPTED, "the trainer shut down before this scrape started")
-        for job in self.registry.live():
-            job.stop.set()
-        deadline = time.monotonic() + grace_seconds
-        for worker in self._workers:
-            if worker.is_alive():
-                worker.join(max(0.0, deadline - time.monotonic()))
+        def stop_running() -> None:
+            for job in self.registry.live():
+                job.stop.set()
+
+        self.queue.stop(grace_seconds, before_join=stop_running, withdrawn=lambda job: self._end(
+            job, INTERRUPTED, "the trainer shut down before this scrape started"))
 
     # --- the API -------------------------------------------------------------------------------------------------
 
@@ -161,12 +151,7 @@ class Scraper:
                 earlier = self.registry.find_request(request.request_id)
                 if earlier is not None:
                     return earlier.snapshot()
-            if self._stopping.is_set():
-                raise Unavailable("the trainer is shutting down", reason="SHUTTING_DOWN")
-            with self._changed:
-                if len(self._waiting) >= self.settings.queue_capacity:
-                    raise ResourceExhausted(f"the scrape queue is full ({self.settings.queue_capacity} waiting); "
-                                            "retry later", reason="QUEUE_FULL")
+            self.queue.check_room()  # before the catalog records a scrape that could not run
             key = f"scraper-{hashlib.sha256(request.request_id.encode()).hexdigest()}" if request.request_id else ""
             try:
                 record = self.catalog.create_scrape_job(name=request.album_name, source_url=request.source_url,
@@ -179,10 +164,7 @@ class Scraper:
             if record.state != "queued" or record.stage != "queued":  # a retry of a scrape an earlier trainer ran
                 return snapshot_of(record)
             job = self.registry.add(ScrapeJob(id=record.id, request=request, created_at=record.create_time or now()))
-            with self._changed:
-                self._waiting.append(job)
-                job.emit("stage", stage="queued")
-                self._changed.notify_all()
+            self.queue.submit(job, admit=lambda: job.emit("stage", stage="queued"))
             return job.snapshot()
 
     def _record(self, job_id: str) -> ScrapeJobInfo:
@@ -225,11 +207,7 @@ class Scraper:
         require_cancellable(job)
         job.cancel_requested.set()
         job.stop.set()
-        with self._changed:
-            waiting = job in self._waiting
-            if waiting:
-                self._waiting.remove(job)
-        if waiting:
+        if self.queue.withdraw(job):
             self._end(job, CANCELLED, "cancelled by request before it started")
         return job.snapshot()
 
@@ -245,30 +223,9 @@ class Scraper:
                 yield Event(sequence=1, kind=kind, data={"state": snapshot.state, "reason": snapshot.error,
                                                          "stage": snapshot.stage}, snapshot=snapshot)
             return
-        sequence = after_sequence
-        while is_active():
-            events, ended = job.log.after(sequence, WATCH_POLL_SECONDS)
-            for event in events:
-                yield event
-                sequence = event.sequence
-            if ended and sequence >= len(job.log):
-                return
+        yield from job.log.follow(after_sequence, is_active, WATCH_POLL_SECONDS)
 
     # --- the workers ---------------------------------------------------------------------------------------------
-
-    def _work(self) -> None:
-        while not self._stopping.is_set():
-            with self._changed:
-                while not self._waiting and not self._stopping.is_set():
-                    self._changed.wait(0.5)
-                if self._stopping.is_set():
-                    return
-                job = self._waiting.popleft()
-            try:
-                self._run(job)
-            except Exception as error:  # one broken scrape never stops the worker
-                log.exception("scrape %s failed", job.id)
-                self._end(job, FAILED, f"the scrape failed: {type(error).__name__}: {error}")
 
     def _robots_fetch(self, fetcher: Fetcher, job: ScrapeJob, url: str) -> tuple[int, bytes]:
         response = fetcher.get(url, max_bytes=MAX_ROBOTS_BYTES, stop=job.stop, accept_errors=True)
