@@ -39,7 +39,7 @@ def test_unfinished_jobs_come_back_failed_with_the_reason(tmp_path):
     assert recovered[running.id].plan.settings == SETTINGS
     assert recovered[running.id].album_id == "2"
     # Watchers of a recovered job see it end.
-    events, finished = recovered[queued.id].events_after(0, timeout=0)
+    events, finished = recovered[queued.id].log.after(0, timeout=0)
     assert finished and events[-1].kind == "finished"
 
 

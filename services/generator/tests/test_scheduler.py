@@ -50,7 +50,7 @@ def test_queued_jobs_learn_their_position_and_move_up():
     batch.jobs[0].mark_started("1")
     finish_batch(queue, batch)
     assert [jobs[1].queue_position, jobs[2].queue_position] == [0, 1]
-    assert [e.kind for e in jobs[2].events] == ["queued", "queued"]
+    assert [e.kind for e in jobs[2].log.after(0, 0)[0]] == ["queued", "queued"]
 
 
 def test_compatible_jobs_share_a_batch_round_robin():
@@ -131,11 +131,11 @@ def test_events_are_ordered_and_joinable_late():
     job.record_image(1, "b")
     assert job.finish(COMPLETED)
     assert not job.finish(CANCELLED)  # a job ends once
-    events, finished = job.events_after(2, timeout=0)
+    events, finished = job.log.after(2, timeout=0)
     assert finished and [e.kind for e in events] == ["image", "image", "finished"]
-    assert [e.sequence for e in job.events] == [1, 2, 3, 4, 5]
-    assert events[0].job.images_done == 1 and events[1].job.images_done == 2
-    assert job.events[0].job.state == QUEUED
+    assert [e.sequence for e in job.log.after(0, 0)[0]] == [1, 2, 3, 4, 5]
+    assert events[0].snapshot.images_done == 1 and events[1].snapshot.images_done == 2
+    assert job.log.after(0, 0)[0][0].snapshot.state == QUEUED
 
 
 def test_registry_lookup_and_idempotency():

@@ -1,8 +1,8 @@
 """Generation jobs in memory: their state, and an ordered event log that watchers can join at any point.
 
-Every change to a job goes through ``Job.emit`` under the job's condition
-variable, so a watcher sees each event once, in order, with the job as it
-stood right after that event.
+Every change to a job goes through ``Job.emit`` under the job's lock, so a
+watcher sees each event once, in order, with the job as it stood right after
+that event.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from imagineer_common.errors import FailedPrecondition, InvalidArgument, NotFound
+from imagineer_common.eventlog import Event, EventLog
 from imagineer_generator.plan import GenerationPlan
 
 QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED = "queued", "running", "completed", "failed", "cancelled"
@@ -46,12 +47,8 @@ class JobSnapshot:
         return sum(1 for image_id in self.image_ids if image_id)
 
 
-@dataclass(frozen=True)
-class JobEvent:
-    sequence: int
-    kind: str  # queued | started | step | image | finished
-    data: dict[str, Any]
-    job: JobSnapshot
+# Kinds: queued | started | step | image | finished; ``snapshot`` is the job right after the event.
+JobEvent = Event[JobSnapshot]
 
 
 @dataclass
@@ -67,10 +64,10 @@ class Job:
     started_at: datetime | None = None
     ended_at: datetime | None = None
     cancel_requested: threading.Event = field(default_factory=threading.Event)
-    events: list[JobEvent] = field(default_factory=list)
+    log: EventLog[JobSnapshot] = field(default_factory=EventLog)
     # Called after every event but step progress (the journal keeps jobs across restarts).
     listener: Callable[[Job], None] | None = None
-    _changed: threading.Condition = field(default_factory=threading.Condition)
+    _lock: threading.RLock = field(default_factory=threading.RLock)
 
     def __post_init__(self) -> None:
         self.album_id = self.plan.album_id
@@ -90,10 +87,8 @@ class Job:
             created_at=self.created_at, started_at=self.started_at, ended_at=self.ended_at)
 
     def emit(self, kind: str, **data: Any) -> JobEvent:
-        with self._changed:
-            event = JobEvent(sequence=len(self.events) + 1, kind=kind, data=data, job=self.snapshot())
-            self.events.append(event)
-            self._changed.notify_all()
+        with self._lock:
+            event = self.log.append(kind, data, self.snapshot(), final=kind == "finished")
         if kind != "step" and self.listener is not None:
             self.listener(self)
         return event
@@ -101,36 +96,29 @@ class Job:
     # State changes, each recorded as an event.
 
     def mark_queued(self, position: int) -> None:
-        with self._changed:
+        with self._lock:
             self.queue_position = position
             self.emit("queued", queue_position=position)
 
     def mark_started(self, album_id: str) -> None:
-        with self._changed:
+        with self._lock:
             self.state, self.started_at, self.album_id = RUNNING, now(), album_id
             self.emit("started", album_id=album_id)
 
     def record_image(self, task_index: int, image_id: str) -> None:
-        with self._changed:
+        with self._lock:
             task = self.plan.tasks[task_index]
             task.image_id = image_id
             self.emit("image", image_index=task_index, image_id=image_id, seed=task.seed)
 
     def finish(self, state: str, reason: str = "") -> bool:
         """Moves to a terminal state once; returns False when the job had already ended."""
-        with self._changed:
+        with self._lock:
             if self.finished:
                 return False
             self.state, self.error, self.ended_at = state, reason, now()
             self.emit("finished", state=state, reason=reason)
             return True
-
-    def events_after(self, sequence: int, timeout: float) -> tuple[list[JobEvent], bool]:
-        """Events newer than ``sequence`` (waiting up to ``timeout`` for one) and whether the job has ended."""
-        with self._changed:
-            if len(self.events) <= sequence and not self.finished:
-                self._changed.wait(timeout)
-            return self.events[sequence:], self.finished
 
 
 class JobRegistry:

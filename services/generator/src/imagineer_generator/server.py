@@ -68,7 +68,7 @@ def job_message(job: JobSnapshot) -> api.GenerationJob:
 
 
 def event_message(event: JobEvent) -> api.WatchGenerationResponse:
-    message = api.WatchGenerationResponse(sequence=event.sequence, job=job_message(event.job))
+    message = api.WatchGenerationResponse(sequence=event.sequence, job=job_message(event.snapshot))
     data = event.data
     if event.kind == "queued":
         message.queued.queue_position = data["queue_position"]

@@ -98,14 +98,7 @@ class Generator:
         if after_sequence < 0:
             raise InvalidArgument.for_field("after_sequence", "must not be negative")
         job = self.registry.get(job_id)
-        sequence = after_sequence
-        while is_active():
-            events, finished = job.events_after(sequence, WATCH_POLL_SECONDS)
-            for event in events:
-                yield event
-                sequence = event.sequence
-            if finished and sequence >= len(job.events):
-                return
+        yield from job.log.follow(after_sequence, is_active, WATCH_POLL_SECONDS)
 
 
 __all__ = ["MAX_SEED", "Generator", "ModelInfo"]
