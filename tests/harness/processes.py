@@ -70,7 +70,7 @@ class ServiceProcess:
                 raise RuntimeError(f"{self.name} did not start:\n{self.logs()}") from None
         return self
 
-    def stop(self, timeout: float = 15.0) -> int | None:
+    def stop(self, timeout: float = 30.0) -> int | None:
         if self.process is None or self.process.poll() is not None:
             return None if self.process is None else self.process.returncode
         self.process.send_signal(signal.SIGTERM)

@@ -61,3 +61,27 @@ def test_recovery_compacts_the_file_and_survives_garbage(tmp_path):
 
 def test_missing_journal_means_no_jobs(tmp_path):
     assert JobJournal(tmp_path / "none" / "jobs.jsonl").recover() == []
+
+
+def test_images_that_reached_the_catalog_after_the_last_journal_line_are_not_left_out(tmp_path):
+    journal = JobJournal(tmp_path / "jobs.jsonl")
+    done, running = make_job(journal, images=3), make_job(journal, images=3)
+    for job in (done, running):
+        job.mark_queued(0)
+        job.mark_started("7")
+    running.record_image(0, "31")
+    done.record_image(0, "41")
+    done.record_image(1, "42")
+    done.record_image(2, "43")
+    done.finish(COMPLETED)
+    asked: list[str] = []
+
+    def catalog_holds(job: Job) -> dict[int, str]:
+        asked.append(job.id)
+        return {0: "31", 1: "32", 7: "ignored: no such task"}  # image 1 was stored, the kill came before its line
+
+    recovered = {job.id: job for job in JobJournal(tmp_path / "jobs.jsonl").recover(catalog_holds)}
+    assert asked == [running.id]  # only unfinished jobs are checked
+    assert [t.image_id for t in recovered[running.id].plan.tasks] == ["31", "32", ""]
+    assert "(2 of 3 images had been stored)" in recovered[running.id].error
+    assert [t.image_id for t in recovered[done.id].plan.tasks] == ["41", "42", "43"]

@@ -99,6 +99,18 @@ class CatalogClient:
     def check_album(self, album_id: str) -> None:
         self._call("GetAlbum", self._stub.GetAlbum, api.GetAlbumRequest(id=album_id))
 
+    def album_filenames(self, album_id: str) -> dict[str, str]:
+        """File name -> image id of every image in an album."""
+        names: dict[str, str] = {}
+        token = ""
+        while True:
+            page = self._call("ListAlbumImages", self._stub.ListAlbumImages,
+                              api.ListAlbumImagesRequest(album_id=album_id, page_size=500, page_token=token))
+            names.update((member.image.filename, member.image.id) for member in page.album_images)
+            token = page.next_page_token
+            if not token:
+                return names
+
     def upload_image(self, *, data: bytes, filename: str, generation: common_pb2.GenerationParameters,
                      album_id: str, is_public: bool) -> str:
         def requests() -> Iterator[api.UploadImageRequest]:

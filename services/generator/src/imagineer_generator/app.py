@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from functools import partial
 
 from imagineer.generator.v1 import generator_service_pb2_grpc as api_grpc
 from imagineer_common.interceptors import ServiceInterceptor
@@ -42,12 +43,29 @@ def build_generator(settings: GeneratorSettings):
                      schedulers=tuple(scheduler_names()))
     journal = JobJournal(settings.data_dir / "generator" / "jobs.jsonl")
     registry = JobRegistry()
-    for job in journal.recover():  # jobs of the previous run, the unfinished ones failed with a reason
+    for job in journal.recover(partial(stored_images, catalog)):  # the unfinished ones fail with a reason
         registry.add(job, job.request_id)
     engine.start()
     _add_metrics(load_seconds, queue, registry)
     return Generator(info=info, registry=registry, queue=queue, engine=engine, catalog=catalog, loras=loras,
                      journal=journal)
+
+
+def stored_images(catalog, job) -> dict[int, str]:
+    """Which images of an interrupted job the catalog holds, by task index (its uploads are named
+    ``<job id>-<index>.png``); empty when the catalog cannot say (the journal's record stands)."""
+    from imagineer_common.catalog_client import CatalogError
+    from imagineer_generator.engine import image_filename
+
+    if not job.album_id:
+        return {}
+    try:
+        names = catalog.album_filenames(job.album_id)
+    except CatalogError as error:
+        log.warning("cannot check which images of job %s reached the catalog: %s", job.id, error)
+        return {}
+    return {task.index: names[image_filename(job.id, task.index)] for task in job.plan.tasks
+            if image_filename(job.id, task.index) in names}
 
 
 def _add_metrics(load_seconds: float, queue, registry) -> None:

@@ -19,6 +19,11 @@ from imagineer_models.loading import LoadedModel
 log = logging.getLogger("imagineer.generator.engine")
 
 
+def image_filename(job_id: str, task_index: int) -> str:
+    """The catalog file name of a job's image: how a restarted generator finds what reached the catalog."""
+    return f"{job_id}-{task_index:03d}.png"
+
+
 class Engine:
     """One model on one device, one batch at a time."""
 
@@ -159,7 +164,7 @@ class Engine:
         data = encode_png(image, png_parameters(self.model.name, task, settings, names))
         try:
             image_id = self.catalog.upload_image(
-                data=data, filename=f"{job.id}-{task.index:03d}.png",
+                data=data, filename=image_filename(job.id, task.index),
                 generation=generation_record(self.model.name, task, settings, names),
                 album_id=job.album_id, is_public=job.plan.make_public)
         except CatalogError as error:

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
@@ -63,8 +64,12 @@ class JobJournal:
         with self._lock, open(self.path, "a", encoding="utf-8") as handle:
             handle.write(line + "\n")
 
-    def recover(self) -> list[Job]:
-        """Jobs of the previous run, oldest first; those that had not ended are failed with the reason."""
+    def recover(self, stored_images: Callable[[Job], dict[int, str]] | None = None) -> list[Job]:
+        """Jobs of the previous run, oldest first; those that had not ended are failed with the reason.
+
+        ``stored_images(job)`` tells which of an unfinished job's images reached the catalog (task index ->
+        image id): a kill between an upload and its journal line must not leave a stored image out of the job.
+        """
         latest: dict[str, dict[str, Any]] = {}
         if self.path.exists():
             for number, line in enumerate(self.path.read_text(encoding="utf-8").splitlines(), start=1):
@@ -82,6 +87,10 @@ class JobJournal:
                 log.warning("ignoring unreadable job %s in %s", data.get("id"), self.path)
                 continue
             if job.state not in TERMINAL:
+                if stored_images is not None:
+                    for index, image_id in stored_images(job).items():
+                        if 0 <= index < len(job.plan.tasks):
+                            job.plan.tasks[index].image_id = image_id
                 done = sum(1 for task in job.plan.tasks if task.image_id)
                 job.state, job.ended_at = FAILED, now()
                 job.error = (f"the generator restarted while this job was {data['state']} "
