@@ -37,3 +37,20 @@ def test_generate_options_parse():
                                           "--lora", "5:0.8", "--lora", "6", "-n", "4", "--out", "/tmp/x"])
     assert (args.prompt, args.steps, args.seed, args.n, args.out) == ("a castle at dusk", 20, 7, 4, "/tmp/x")
     assert args.lora == ["5:0.8", "6"]
+
+
+@pytest.mark.parametrize("argv", [
+    ["--json", "--catalog", "h:1", "albums", "list"],
+    ["albums", "list", "--json", "--catalog", "h:1"],
+    ["--catalog", "h:1", "albums", "list", "--json"],
+])
+def test_global_options_go_before_or_after_the_command(argv):
+    args = cli.build_parser().parse_args(argv)
+    assert args.json is True and args.catalog == "h:1"
+
+
+def test_global_options_after_the_command_do_not_erase_those_before():
+    args = cli.build_parser().parse_args(["--token", "t0", "--trainer", "x:9", "runs", "list", "--json"])
+    assert (args.token, args.trainer, args.json, args.catalog) == ("t0", "x:9", True, None)
+    plain = cli.build_parser().parse_args(["images", "list"])
+    assert plain.json is False and plain.token is None

@@ -178,14 +178,34 @@ def _runs_cancel(args, console: Console) -> int:
     return EXIT_OK
 
 
+def _add_global_options(parser: argparse.ArgumentParser, *, default=None) -> None:
+    parser.add_argument("--catalog", default=default,
+                        help="catalog address (default $IMAGINEER_CATALOG_ADDRESS or 127.0.0.1:50051)")
+    parser.add_argument("--generator", default=default,
+                        help="generator address (default $IMAGINEER_GENERATOR_ADDRESS or 127.0.0.1:50052)")
+    parser.add_argument("--trainer", default=default,
+                        help="trainer address (default $IMAGINEER_TRAINER_ADDRESS or 127.0.0.1:50053)")
+    parser.add_argument("--token", default=default,
+                        help="admin token (default $IMAGINEER_TOKEN or the development token)")
+    parser.add_argument("--json", action="store_true", default=default if default is not None else False,
+                        help="print JSON for scripts instead of tables")
+
+
+def _accept_global_options_after_commands(parser: argparse.ArgumentParser) -> None:
+    """`imagineer albums list --json` as well as `imagineer --json albums list`: every command takes the global
+    options too, without overriding what was given before the command when it is not repeated."""
+    for action in parser._actions:  # argparse offers no public walk of its sub-parsers
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                if any(isinstance(a, argparse._SubParsersAction) for a in sub._actions):
+                    _accept_global_options_after_commands(sub)
+                else:
+                    _add_global_options(sub, default=argparse.SUPPRESS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imagineer", description="Command line for the Imagineer services.")
-    parser.add_argument("--catalog", help="catalog address (default $IMAGINEER_CATALOG_ADDRESS or 127.0.0.1:50051)")
-    parser.add_argument("--generator",
-                        help="generator address (default $IMAGINEER_GENERATOR_ADDRESS or 127.0.0.1:50052)")
-    parser.add_argument("--trainer", help="trainer address (default $IMAGINEER_TRAINER_ADDRESS or 127.0.0.1:50053)")
-    parser.add_argument("--token", help="admin token (default $IMAGINEER_TOKEN or the development token)")
-    parser.add_argument("--json", action="store_true", help="print JSON for scripts instead of tables")
+    _add_global_options(parser)
     commands = parser.add_subparsers(dest="command", required=True)
 
     generate = commands.add_parser("generate", help="generate images and store them in the catalog")
@@ -250,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     catalog_commands.add_commands(commands)
     label_commands.add_commands(commands)
     scrape_commands.add_commands(commands)
+    _accept_global_options_after_commands(parser)
     return parser
 
 
