@@ -5,6 +5,7 @@ Settings (environment):
     IMAGINEER_PORT_BASE   catalog port; the generator and trainer take the next two (default 50051)
     IMAGINEER_CATALOG_PORT, IMAGINEER_GENERATOR_PORT, IMAGINEER_TRAINER_PORT   one port each, over the base
     IMAGINEER_MODEL       model folder or .safetensors file for generator and trainer (default: the demo model)
+    IMAGINEER_TRAINER_LABELER_LOCAL_MODEL   captioning model for AI labels (default: the demo captioner)
 
 Two instances run side by side when they have different data folders and port bases.
 """
@@ -62,6 +63,8 @@ def services() -> list[Service]:
         if model:
             env[prefix + "MODEL"] = model
         result.append(Service(name, f"imagineer_{name}", ports[name], env))
+    if "IMAGINEER_TRAINER_LABELER_LOCAL_MODEL" not in os.environ:  # AI labeling works out of the box
+        result[-1].env["IMAGINEER_TRAINER_LABELER_LOCAL_MODEL"] = "demo"
     return result
 
 

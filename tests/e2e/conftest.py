@@ -42,8 +42,8 @@ def start_platform(root: Path, model_dir: Path) -> Platform:
     catalog = catalog_process(root / "catalog").start()
     model = {"IMAGINEER_GENERATOR_MODEL": str(model_dir)}
     generator = generator_process(root / "generator", catalog.address, **model).start(timeout=180)
-    trainer = trainer_process(root / "trainer", catalog.address,
-                              IMAGINEER_TRAINER_MODEL=str(model_dir)).start(timeout=180)
+    trainer = trainer_process(root / "trainer", catalog.address, IMAGINEER_TRAINER_MODEL=str(model_dir),
+                              IMAGINEER_TRAINER_LABELER_LOCAL_MODEL="demo").start(timeout=180)
     return Platform(catalog, generator, trainer)
 
 

@@ -73,3 +73,14 @@ def test_other_model_kinds_are_refused(tmp_path):
         check_model_dir(tmp_path)
     with pytest.raises(ValueError, match="cannot be read"):
         check_model_dir(tmp_path / "missing")
+
+
+def test_the_demo_captioner_is_built_on_first_use(tmp_path, tiny_captioner_dir):
+    folder = tmp_path / "models" / "imagineer-tiny-blip"
+    captioner = LocalCaptioner(LocalSettings(model_dir=folder, device="cpu", max_new_tokens=8, build_demo=True))
+    assert not folder.exists()
+    built = captioner.label(png())
+    assert (folder / "config.json").is_file()
+    # The same offline build as the session's tiny captioner: the same caption.
+    same = LocalCaptioner(LocalSettings(model_dir=tiny_captioner_dir, device="cpu", max_new_tokens=8))
+    assert built == same.label(png())

@@ -257,3 +257,15 @@ def test_settings(monkeypatch, tmp_path):
     monkeypatch.setenv("IMAGINEER_TRAINER_LABELER_LOCAL_MODEL", str(tmp_path))
     with pytest.raises(SettingError, match=r"IMAGINEER_TRAINER_LABELER_LOCAL_MODEL: .*cannot be read"):
         LabelingSettings.from_env()
+
+
+def test_the_demo_captioner_setting_names_a_folder_under_the_models_folder(monkeypatch, tmp_path):
+    from imagineer_common.env import SettingError
+
+    monkeypatch.setenv("IMAGINEER_TRAINER_LABELER_LOCAL_MODEL", "demo")
+    settings = LabelingSettings.from_env(models_dir=tmp_path / "models")
+    assert settings.default == "local"
+    assert settings.local.build_demo and settings.local.model_dir == tmp_path / "models" / "imagineer-tiny-blip"
+    assert not settings.local.model_dir.exists()  # built by the first labeling, not at start-up
+    with pytest.raises(SettingError, match="needs a models folder"):
+        LabelingSettings.from_env()

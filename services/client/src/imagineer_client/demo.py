@@ -1,7 +1,7 @@
 """The whole Imagineer story against running services, step by step, through the public API only.
 
 1. generate a batch of images from a prompt template into a new album;
-2. label every image (a caption and one tag per template value);
+2. label every image: a caption from the trainer's AI labeler, and one tag per template value;
 3. mark the album as a training source;
 4. train a LoRA on it, with a live progress bar;
 5. generate the first picture again with the LoRA (same prompt and seed);
@@ -20,7 +20,7 @@ from rich.table import Table
 from imagineer.catalog.v1 import resources_pb2 as catalog_pb2
 from imagineer.common.v1 import common_pb2
 from imagineer_client.client import Imagineer, ImagineerError, Lora
-from imagineer_client.progress import follow_generation, follow_training
+from imagineer_client.progress import follow_generation, follow_labeling, follow_training
 
 TEMPLATE = "a {colour} {thing} on a plain background, flat illustration"
 ROWS = [{"colour": "red", "thing": "kite"}, {"colour": "blue", "thing": "boat"},
@@ -37,6 +37,7 @@ class DemoSettings:
     seed: int = 1234
     lora_weight: float = 1.0
     album_name: str = "Demo: flat illustrations"
+    labeler: str = "local"  # `make run` gives the trainer the demo captioner; "anthropic" with an API key
 
 
 @dataclass
@@ -45,7 +46,9 @@ class DemoReport:
     image_ids: list[str] = field(default_factory=list)
     prompts: list[str] = field(default_factory=list)
     seeds: list[int] = field(default_factory=list)
-    label_ids: list[str] = field(default_factory=list)
+    label_ids: list[str] = field(default_factory=list)  # the tags the demo added
+    labeling_id: str = ""
+    labeler_model: str = ""
     training_id: str = ""
     artifact_id: str = ""
     validation_album_id: str = ""
@@ -77,16 +80,18 @@ def run_demo(client: Imagineer, console: Console, settings: DemoSettings = DemoS
     report.seeds = [image.seed for image in job.images]
     say(f"   {len(report.image_ids)} images stored in album {report.album_id}")
 
-    say("[bold]2. Labeling[/bold] each image with a caption and its tags")
+    say("[bold]2. Labeling[/bold] the album with the trainer's AI labeler, then with the template's values as tags")
+    labeling = client.label(album_id=report.album_id, labeler=settings.labeler)
+    labeling = follow_labeling(client, labeling, console, quiet=quiet)
+    _expect_completed(labeling.state, f"labeling {labeling.id}", labeling.error_message)
+    report.labeling_id, report.labeler_model = labeling.id, labeling.source_model
     for index, image_id in enumerate(report.image_ids):
         row = ROWS[index // settings.images_per_row]
-        caption = client.add_label(image_id, report.prompts[index], catalog_pb2.LABEL_TYPE_CAPTION,
-                                   source_model=LABELER)
-        report.label_ids.append(caption.id)
         for value in row.values():
             report.label_ids.append(client.add_label(image_id, value, catalog_pb2.LABEL_TYPE_TAG,
                                                      source_model=LABELER).id)
-    say(f"   {len(report.label_ids)} labels written")
+    say(f"   {labeling.summary.labeled} images captioned by {labeling.source_model}, "
+        f"{len(report.label_ids)} tags added")
 
     say("[bold]3. Marking[/bold] the album as a training source")
     client.update_album(report.album_id, is_training_source=True)
@@ -129,7 +134,7 @@ def _print_results(client: Imagineer, console: Console, report: DemoReport) -> N
     table = Table("what", "where", "look at it with")
     table.add_row("generated images", f"album {report.album_id} ({len(report.image_ids)} images)",
                   f"imagineer albums show {report.album_id}")
-    table.add_row("labels", f"{len(report.label_ids)} labels on those images",
+    table.add_row("labels", f"captions by {report.labeler_model}, {len(report.label_ids)} tags",
                   f"imagineer labels list {report.image_ids[0]}")
     table.add_row("training run", f"training {report.training_id}, step {report.final_step}",
                   "imagineer runs list")

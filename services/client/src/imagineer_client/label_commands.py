@@ -11,43 +11,20 @@ import json
 
 from google.protobuf import json_format
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from imagineer.common.v1 import common_pb2
 from imagineer.trainer.v1 import labeling_service_pb2 as api
-from imagineer_client.client import Imagineer
+from imagineer_client.client import client_from_args
+from imagineer_client.progress import follow_labeling
 
 EXIT_OK, EXIT_FAULT = 0, 1
 STATE_NAMES = {value: name.removeprefix("JOB_STATE_").lower() for name, value in common_pb2.JobState.items()}
 OUTCOMES = {value: name.removeprefix("IMAGE_OUTCOME_").lower() for name, value in api.ImageOutcome.items()}
 
 
-def _client(args) -> Imagineer:
-    return Imagineer(catalog=args.catalog, generator=args.generator, trainer=args.trainer, token=args.token)
-
-
 def _exit_code(labeling: api.Labeling) -> int:
     return EXIT_OK if STATE_NAMES[labeling.state] == "completed" else EXIT_FAULT
-
-
-def follow(client: Imagineer, labeling: api.Labeling, console: Console, *, quiet: bool) -> api.Labeling:
-    """A live bar: images handled of total, with the counts so far."""
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-               TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True, disable=quiet) as progress:
-        task = progress.add_task("labeling", total=labeling.total_images or None, info="")
-        for event in client.watch_labeling(labeling.id):
-            labeling = event.labeling
-            kind = event.WhichOneof("event")
-            if kind == "queued":
-                progress.update(task, description=f"queued (position {event.queued.queue_position})")
-            elif kind in ("started", "image"):
-                summary = labeling.summary
-                progress.update(task, description="labeling", completed=labeling.images_done,
-                                total=labeling.total_images,
-                                info=f"{summary.labeled} labeled, {summary.failed} failed, {summary.skipped} skipped")
-    return labeling
 
 
 def print_labeling(labeling: api.Labeling, args, console: Console) -> None:
@@ -71,16 +48,16 @@ def print_labeling(labeling: api.Labeling, args, console: Console) -> None:
 
 
 def _label(args, console: Console) -> int:
-    with _client(args) as client:
+    with client_from_args(args) as client:
         labeling = client.label(labeler=args.labeler, **{f"{args.label_kind}_id": args.id})
         if not args.no_wait:
-            labeling = follow(client, labeling, console, quiet=args.json)
+            labeling = follow_labeling(client, labeling, console, quiet=args.json)
     print_labeling(labeling, args, console)
     return EXIT_OK if args.no_wait else _exit_code(labeling)
 
 
 def _list(args, console: Console) -> int:
-    with _client(args) as client:
+    with client_from_args(args) as client:
         labelings = client.list_labelings(args.limit)
     if args.json:
         print(json.dumps([json_format.MessageToDict(item, preserving_proto_field_name=True) for item in labelings],
@@ -97,14 +74,14 @@ def _list(args, console: Console) -> int:
 
 
 def _watch(args, console: Console) -> int:
-    with _client(args) as client:
-        labeling = follow(client, client.get_labeling(args.id), console, quiet=args.json)
+    with client_from_args(args) as client:
+        labeling = follow_labeling(client, client.get_labeling(args.id), console, quiet=args.json)
     print_labeling(labeling, args, console)
     return _exit_code(labeling)
 
 
 def _cancel(args, console: Console) -> int:
-    with _client(args) as client:
+    with client_from_args(args) as client:
         print_labeling(client.cancel_labeling(args.id), args, console)
     return EXIT_OK
 

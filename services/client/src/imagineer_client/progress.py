@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from imagineer.trainer.v1 import labeling_service_pb2 as labeling_api
 from imagineer_client.client import Imagineer
 
 
@@ -45,3 +46,23 @@ def follow_training(client: Imagineer, training, console: Console, *, quiet: boo
                 progress.update(task, completed=step.step, total=step.total_steps,
                                 info=f"loss {step.loss:.4f}  ~{step.remaining_seconds:.0f}s left")
     return training
+
+
+def follow_labeling(client: Imagineer, labeling: labeling_api.Labeling, console: Console, *,
+                    quiet: bool) -> labeling_api.Labeling:
+    """A live bar: images handled of total, with the counts so far."""
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True, disable=quiet) as progress:
+        task = progress.add_task("labeling", total=labeling.total_images or None, info="")
+        for event in client.watch_labeling(labeling.id):
+            labeling = event.labeling
+            kind = event.WhichOneof("event")
+            if kind == "queued":
+                progress.update(task, description=f"queued (position {event.queued.queue_position})")
+            elif kind in ("started", "image"):
+                summary = labeling.summary
+                progress.update(task, description="labeling", completed=labeling.images_done,
+                                total=labeling.total_images,
+                                info=f"{summary.labeled} labeled, {summary.failed} failed, {summary.skipped} skipped")
+    return labeling

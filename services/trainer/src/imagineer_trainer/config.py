@@ -51,9 +51,10 @@ class TrainerSettings:
 
     @classmethod
     def from_env(cls) -> TrainerSettings:
+        basics = env.read_model_service_basics(PREFIX, default_port=50053)
         return cls(
-            **env.read_model_service_basics(PREFIX, default_port=50053),
+            **basics,
             queue_capacity=env.read_int(PREFIX + "QUEUE_CAPACITY", 16, minimum=1, maximum=1000),
-            labeling=LabelingSettings.from_env(),
+            labeling=LabelingSettings.from_env(models_dir=basics["data_dir"] / "models"),
             scraping=ScrapeSettings.from_env(PREFIX),
         )

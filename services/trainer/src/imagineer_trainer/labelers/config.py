@@ -18,6 +18,8 @@ from imagineer_trainer.labelers.retry import RetryPolicy
 
 PREFIX = "IMAGINEER_TRAINER_LABELER"
 KNOWN_LABELERS = ("local", "anthropic")
+DEMO_MODEL = "demo"
+DEMO_CAPTIONER_FOLDER = "imagineer-tiny-blip"
 
 
 def _read_float(name: str, default: float, *, minimum: float, maximum: float) -> float:
@@ -51,21 +53,30 @@ class LabelingSettings:
         raise KeyError(name)
 
     @classmethod
-    def from_env(cls) -> LabelingSettings:
+    def from_env(cls, models_dir: Path | None = None) -> LabelingSettings:
+        """``IMAGINEER_TRAINER_LABELER_LOCAL_MODEL=demo`` names the demo captioner, built offline under
+        ``models_dir`` on first use (word-salad captions from random weights: it shows the plumbing)."""
         local = anthropic = None
         model = env.read_str(f"{PREFIX}_LOCAL_MODEL", "")
-        if model:
+        build_demo = model.lower() == DEMO_MODEL
+        if build_demo:
+            if models_dir is None:
+                raise env.SettingError(f"{PREFIX}_LOCAL_MODEL=demo needs a models folder")
+            model_dir = models_dir / DEMO_CAPTIONER_FOLDER
+        elif model:
             model_dir = Path(model).expanduser().resolve()
             try:
                 check_model_dir(model_dir)
             except ValueError as error:
                 raise env.SettingError(f"{PREFIX}_LOCAL_MODEL: {error}") from None
+        if model:
             device = env.read_str(f"{PREFIX}_LOCAL_DEVICE", "auto").lower()
             if device not in ("auto", "cpu", "cuda"):
                 raise env.SettingError(f"{PREFIX}_LOCAL_DEVICE must be auto, cpu or cuda, got {device!r}")
             prompt = os.environ.get(f"{PREFIX}_LOCAL_PROMPT")  # set but empty: unconditional captions
             local = LocalSettings(
-                model_dir=model_dir, device=device, prompt=LocalSettings.prompt if prompt is None else prompt.strip(),
+                model_dir=model_dir, device=device, build_demo=build_demo,
+                prompt=LocalSettings.prompt if prompt is None else prompt.strip(),
                 max_new_tokens=env.read_int(f"{PREFIX}_LOCAL_MAX_TOKENS", 40, minimum=1, maximum=512),
                 num_beams=env.read_int(f"{PREFIX}_LOCAL_BEAMS", 3, minimum=1, maximum=16))
         api_key = env.read_str(f"{PREFIX}_ANTHROPIC_API_KEY", "")

@@ -35,6 +35,7 @@ class LocalSettings:
     max_new_tokens: int = 40
     min_new_tokens: int = 3  # a caption of a word or two says nothing; the end token waits for these
     num_beams: int = 3
+    build_demo: bool = False  # the folder is the demo captioner, built offline on first use when missing
 
 
 def resolve_device(device: str) -> str:
@@ -80,6 +81,11 @@ class LocalCaptioner:
                 try:
                     from transformers import BlipForConditionalGeneration, BlipProcessor
 
+                    if self.settings.build_demo and not (self.settings.model_dir / "config.json").exists():
+                        from imagineer_trainer.labelers.tiny_captioner import build_tiny_captioner
+
+                        log.info("building the demo captioner in %s", self.settings.model_dir)
+                        build_tiny_captioner(self.settings.model_dir)
                     device = resolve_device(self.settings.device)
                     folder = str(self.settings.model_dir)
                     processor = BlipProcessor.from_pretrained(folder, local_files_only=True)
