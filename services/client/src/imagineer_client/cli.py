@@ -26,10 +26,6 @@ EXIT_OK, EXIT_FAULT, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 STATE_NAMES = {value: name.removeprefix("JOB_STATE_").lower() for name, value in common_pb2.JobState.items()}
 
 
-def _client(args) -> Imagineer:
-    return client_from_args(args)
-
-
 def _generate(args, console: Console) -> int:
     try:
         loras = [Lora.parse(text) for text in args.lora]
@@ -37,7 +33,7 @@ def _generate(args, console: Console) -> int:
     except (ValueError, OSError) as error:
         console.print(f"[red]error:[/red] {error}")
         return EXIT_BAD_INPUT
-    with _client(args) as client:
+    with client_from_args(args) as client:
         job = client.generate(args.prompt, negative_prompt=args.negative, seed=args.seed, steps=args.steps,
                               guidance_scale=args.guidance, scheduler=args.scheduler, width=args.width,
                               height=args.height, images=args.n, loras=loras, album_id=args.album,
@@ -86,7 +82,7 @@ def _print_job(job, args, console: Console, saved: list[Path] | None = None) -> 
 
 
 def _jobs_list(args, console: Console) -> int:
-    with _client(args) as client:
+    with client_from_args(args) as client:
         jobs = client.list_generations(args.limit)
     if args.json:
         print(json.dumps([json_format.MessageToDict(job, preserving_proto_field_name=True) for job in jobs], indent=2))
@@ -100,13 +96,13 @@ def _jobs_list(args, console: Console) -> int:
 
 
 def _jobs_cancel(args, console: Console) -> int:
-    with _client(args) as client:
+    with client_from_args(args) as client:
         _print_job(client.cancel(args.id), args, console)
     return EXIT_OK
 
 
 def _jobs_watch(args, console: Console) -> int:
-    with _client(args) as client:
+    with client_from_args(args) as client:
         job = follow_generation(client, _get(client, args.id), console, quiet=args.json)
     _print_job(job, args, console)
     return EXIT_OK if STATE_NAMES[job.state] == "completed" else EXIT_FAULT
@@ -126,7 +122,7 @@ def _train(args, console: Console) -> int:
                "checkpoint_interval": args.checkpoint_every}
     if args.seed is not None:
         options["seed"] = args.seed
-    with _client(args) as client:
+    with client_from_args(args) as client:
         training = client.train(args.album, **options)
         if args.no_wait:
             _print_training(training, args, console)
@@ -152,7 +148,7 @@ def _print_training(training, args, console: Console) -> None:
 
 
 def _runs_list(args, console: Console) -> int:
-    with _client(args) as client:
+    with client_from_args(args) as client:
         trainings = client.list_trainings(args.limit)
     if args.json:
         print(json.dumps([json_format.MessageToDict(t, preserving_proto_field_name=True) for t in trainings], indent=2))
@@ -166,14 +162,14 @@ def _runs_list(args, console: Console) -> int:
 
 
 def _runs_watch(args, console: Console) -> int:
-    with _client(args) as client:
+    with client_from_args(args) as client:
         training = follow_training(client, client.get_training(args.id), console, quiet=args.json)
     _print_training(training, args, console)
     return EXIT_OK if STATE_NAMES[training.state] == "completed" else EXIT_FAULT
 
 
 def _runs_cancel(args, console: Console) -> int:
-    with _client(args) as client:
+    with client_from_args(args) as client:
         _print_training(client.cancel_training(args.id), args, console)
     return EXIT_OK
 

@@ -15,14 +15,10 @@ from rich.table import Table
 
 from imagineer.common.v1 import common_pb2
 from imagineer.trainer.v1 import scraping_service_pb2 as api
-from imagineer_client.client import Imagineer
+from imagineer_client.client import Imagineer, client_from_args
 
 EXIT_OK, EXIT_FAULT = 0, 1
 STATE_NAMES = {value: name.removeprefix("JOB_STATE_").lower() for name, value in common_pb2.JobState.items()}
-
-
-def _client(args) -> Imagineer:
-    return Imagineer(catalog=args.catalog, generator=args.generator, trainer=args.trainer, token=args.token)
 
 
 def _as_dict(scrape: api.Scrape) -> dict:
@@ -71,7 +67,7 @@ def _start(args, console: Console) -> int:
                "link_policy": api.LINK_POLICY_FOLLOW_ALL if args.follow_links else api.LINK_POLICY_SAME_SITE}
     if args.depth is not None:
         options["max_depth"] = args.depth
-    with _client(args) as client:
+    with client_from_args(args) as client:
         scrape = client.start_scrape(args.url, **options)
         if args.no_wait:
             _print_scrape(scrape, args, console)
@@ -82,7 +78,7 @@ def _start(args, console: Console) -> int:
 
 
 def _list(args, console: Console) -> int:
-    with _client(args) as client:
+    with client_from_args(args) as client:
         scrapes = client.list_scrapes(args.limit)
     if args.json:
         print(json.dumps([_as_dict(scrape) for scrape in scrapes], indent=2))
@@ -96,14 +92,14 @@ def _list(args, console: Console) -> int:
 
 
 def _watch(args, console: Console) -> int:
-    with _client(args) as client:
+    with client_from_args(args) as client:
         scrape = _follow(client, client.get_scrape(args.id), console, quiet=args.json)
     _print_scrape(scrape, args, console)
     return _done(scrape)
 
 
 def _cancel(args, console: Console) -> int:
-    with _client(args) as client:
+    with client_from_args(args) as client:
         _print_scrape(client.cancel_scrape(args.id), args, console)
     return EXIT_OK
 
