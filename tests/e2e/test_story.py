@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from rich.console import Console
 from imagineer.catalog.v1 import catalog_service_pb2 as catalog_api
 from imagineer.catalog.v1 import resources_pb2 as res
 from imagineer.common.v1 import common_pb2
+from imagineer_client import cli
 from imagineer_client.demo import ROWS, DemoSettings, run_demo
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -121,3 +123,13 @@ def test_make_demo_uses_the_running_services(platform, story):
     assert "using the services that are already running" in result.stdout
     assert "demo finished" in result.stdout and "differs from" in result.stdout
     assert "starting the services" not in result.stdout
+
+
+def test_status_reports_every_service_serving(platform, capsys):
+    code = cli.main(["--catalog", platform.catalog.address, "--generator", platform.generator.address,
+                     "--trainer", platform.trainer.address, "--token", ADMIN_TOKEN, "status", "--json"])
+    statuses = {entry["name"]: entry for entry in json.loads(capsys.readouterr().out)}
+    assert code == 0
+    assert set(statuses) == {"catalog", "generator", "trainer", "labeling", "scraping"}
+    assert all(entry["state"] == "SERVING" for entry in statuses.values())
+    assert "imagineer/tiny-sd" in statuses["generator"]["detail"] and "(demo)" in statuses["generator"]["detail"]

@@ -199,10 +199,27 @@ def _accept_global_options_after_commands(parser: argparse.ArgumentParser) -> No
                     _add_global_options(sub, default=argparse.SUPPRESS)
 
 
+def _status(args, console: Console) -> int:
+    with client_from_args(args) as client:
+        statuses = client.status()
+    if args.json:
+        print(json.dumps([vars(status) for status in statuses], indent=2))
+    else:
+        table = Table("service", "grpc service", "state", "detail")
+        for status in statuses:
+            colour = "green" if status.state == "SERVING" else "red"
+            table.add_row(status.name, status.service, f"[{colour}]{status.state}[/{colour}]", status.detail)
+        console.print(table)
+    return EXIT_OK if all(status.state == "SERVING" for status in statuses) else EXIT_FAULT
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imagineer", description="Command line for the Imagineer services.")
     _add_global_options(parser)
     commands = parser.add_subparsers(dest="command", required=True)
+
+    status = commands.add_parser("status", help="is each service up, and what the generator has loaded")
+    status.set_defaults(handler=_status)
 
     generate = commands.add_parser("generate", help="generate images and store them in the catalog")
     generate.add_argument("prompt", help="the prompt, or with --rows a template such as 'a {animal} in {place}'")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import grpc
 from google.protobuf import field_mask_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from imagineer.catalog.v1 import catalog_service_pb2 as catalog_api
 from imagineer.catalog.v1 import catalog_service_pb2_grpc as catalog_grpc
@@ -54,6 +55,14 @@ class ImagineerError(Exception):
     @classmethod
     def from_rpc(cls, error: grpc.RpcError) -> ImagineerError:
         return cls(f"{error.code().name}: {error.details()}", error.code())
+
+
+@dataclass
+class ServiceStatus:
+    name: str
+    service: str  # the gRPC service name asked for
+    state: str  # SERVING, NOT_SERVING, SERVICE_UNKNOWN, UNREACHABLE...
+    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -176,6 +185,35 @@ class Imagineer:
         except grpc.RpcError as error:
             raise ImagineerError.from_rpc(error) from None
         return name, b"".join(parts)
+
+    # --- health ------------------------------------------------------------------------------------------------
+
+    def status(self, timeout: float = 2.0) -> list[ServiceStatus]:
+        """Each service's (and each trainer sub-service's) health, and what the generator has loaded."""
+        checks = [("catalog", self._catalog_channel, _service_name(catalog_api, "CatalogService")),
+                  ("generator", self._generator_channel, _service_name(generator_api, "GeneratorService")),
+                  ("trainer", self._trainer_channel, _service_name(trainer_api, "TrainerService")),
+                  ("labeling", self._trainer_channel, _service_name(labeling_api, "LabelingService")),
+                  ("scraping", self._trainer_channel, _service_name(scraping_api, "ScrapingService"))]
+        statuses = []
+        for name, channel, service in checks:
+            try:
+                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service),
+                                                                  timeout=timeout)
+                state = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+            except grpc.RpcError as error:
+                state = "UNREACHABLE" if error.code() in (grpc.StatusCode.UNAVAILABLE,
+                                                          grpc.StatusCode.DEADLINE_EXCEEDED) else error.code().name
+            statuses.append(ServiceStatus(name=name, service=service, state=state))
+        generator = statuses[1]
+        if generator.state == "SERVING":
+            try:
+                info = self._call(self.generator.GetGeneratorInfo, generator_api.GetGeneratorInfoRequest())
+                generator.detail = (f"model {info.model}{' (demo)' if info.is_demo_model else ''} on {info.device}, "
+                                    f"queue {info.queue_length}/{info.queue_capacity}")
+            except ImagineerError as error:
+                generator.detail = str(error)
+        return statuses
 
     # --- catalog: images, albums, labels, import ---------------------------------------------------------
 
@@ -418,6 +456,10 @@ class Imagineer:
                 scraping_api.WatchScrapeRequest(id=scrape_id, after_sequence=after_sequence), metadata=self.metadata)
         except grpc.RpcError as error:
             raise ImagineerError.from_rpc(error) from None
+
+
+def _service_name(module, service: str) -> str:
+    return module.DESCRIPTOR.services_by_name[service].full_name
 
 
 def client_from_args(args) -> Imagineer:
