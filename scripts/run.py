@@ -22,6 +22,7 @@ def main() -> int:
         print(f"data in {data_dir()}; try (in another terminal):")
         print("  .venv/bin/imagineer generate \"a castle at dusk\" -n 2 --out out/"
               + ("" if catalog == "127.0.0.1:50051" else f"   (with IMAGINEER_CATALOG_ADDRESS={catalog} etc.)"))
+        print("  .venv/bin/imagineer status   # is everything up?")
         print("  make demo        # the whole story: generate, label, train a LoRA, generate with it")
         print("Ctrl-C stops everything.")
         while not platform.stopped():
