@@ -54,3 +54,10 @@ def test_global_options_after_the_command_do_not_erase_those_before():
     assert (args.token, args.trainer, args.json, args.catalog) == ("t0", "x:9", True, None)
     plain = cli.build_parser().parse_args(["images", "list"])
     assert plain.json is False and plain.token is None
+
+
+def test_a_local_file_that_cannot_be_written_is_bad_input_not_a_traceback(tmp_path, capsys):
+    target = tmp_path / "missing-folder" / "backup.tar"
+    # The catalog is unreachable too, but the file fails first: nothing is asked of the server.
+    assert cli.main(["--catalog", "127.0.0.1:1", "backup", str(target)]) == cli.EXIT_BAD_INPUT
+    assert "No such file or directory" in capsys.readouterr().out

@@ -298,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
     except SettingError as error:
         console.print(f"[red]configuration error:[/red] {error}")
         return EXIT_BAD_INPUT
+    except OSError as error:  # a local file that cannot be read or written
+        console.print(f"[red]error:[/red] {error}")
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
 
