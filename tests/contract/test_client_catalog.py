@@ -172,6 +172,13 @@ def test_restore_refuses_garbage_and_leaves_the_catalog_empty(tmp_path, tmp_path
             with pytest.raises(ImagineerError) as error:
                 other.restore(junk)
             assert error.value.code == grpc.StatusCode.INVALID_ARGUMENT
+            assert "chunk_data: the uploaded archive is not a readable backup archive" in str(error.value)
+            assert str(target.log_path.parent) not in str(error.value)  # no server paths in messages
+            empty_archive = tmp_path / "empty.tar"
+            empty_archive.write_bytes(b"")
+            with pytest.raises(ImagineerError) as empty:
+                other.restore(empty_archive)
+            assert empty.value.code == grpc.StatusCode.INVALID_ARGUMENT and "no archive was sent" in str(empty.value)
             assert other.list_images(limit=5) == []
             staging = target.log_path.parent / "blobs" / "tmp"
             assert staging.is_dir() and not list(staging.iterdir())  # the upload was not left behind

@@ -20,7 +20,7 @@ from pathlib import Path
 from imagineer_catalog import backup, similar
 from imagineer_catalog.backup import BackupManifest
 from imagineer_catalog.store import Catalog
-from imagineer_common.errors import FailedPrecondition
+from imagineer_common.errors import FailedPrecondition, InvalidArgument
 
 READ_CHUNK_BYTES = 256 * 1024
 MAX_RESTORE_BYTES = 1 << 40  # the disk is the real limit
@@ -69,11 +69,18 @@ def receive_archive(catalog: Catalog, chunks: Iterable[bytes]):
 
 def restore_archive(catalog: Catalog, staged) -> RestoreResult:
     """Restores a staged archive into the catalog's own database and storage root, which must be empty."""
+    if staged.size_bytes == 0:
+        raise InvalidArgument.for_field("chunk_data", "no archive was sent")
     if not _restoring.acquire(blocking=False):
         raise FailedPrecondition("another restore is running in this catalog", reason="RESTORE_RUNNING")
     try:
         url = catalog.db.engine.url.render_as_string(hide_password=False)
-        manifest = backup.restore(staged.temp_path, url, catalog.blobs.root, staged_upload=staged.temp_path)
+        try:
+            manifest = backup.restore(staged.temp_path, url, catalog.blobs.root, staged_upload=staged.temp_path)
+        except InvalidArgument as error:
+            # The archive's name on the server means nothing to the caller; what was wrong with it does.
+            message = error.message.replace(f"{staged.temp_path} ", "the uploaded archive ")
+            raise InvalidArgument.for_field("chunk_data", message) from None
         # A backup from before revision 0004 has no perceptual hashes; the files are in place now.
         similar.backfill_perceptual_hashes(catalog)
     finally:
