@@ -14,7 +14,7 @@ PROTO_FILES := $(shell find protos -name '*.proto' | sort)
 SERVICES := services/common services/models services/catalog services/generator services/trainer services/client
 STAMP := $(VENV)/.installed
 
-.PHONY: install protos test lint run demo bench-catalog bench-generator bench-trainer clean images deploy-check \
+.PHONY: install protos test lint run demo bench-catalog bench-generator bench-trainer bench-similar clean images deploy-check \
 	proto-breaking
 
 install: $(STAMP)
@@ -61,6 +61,9 @@ bench-generator: install
 
 bench-trainer: install
 	$(BIN)/python bench/trainer.py
+
+bench-similar: install
+	$(BIN)/python bench/similar.py
 
 # Container images, one target of docker/Dockerfile per service (needs a Docker engine with BuildKit).
 images:

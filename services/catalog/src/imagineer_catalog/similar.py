@@ -14,13 +14,12 @@ from imagineer_catalog import imaging
 from imagineer_catalog.models import ImageRow
 from imagineer_catalog.store import Catalog
 from imagineer_common.errors import ViolationCollector
-from imagineer_common.perceptual import HASH_BITS, distance, is_perceptual_hash
+from imagineer_common.perceptual import HASH_BITS, is_perceptual_hash
 
 log = logging.getLogger("imagineer.catalog.similar")
 
 MAX_DISTANCE = 16  # a quarter of the bits: beyond that, "similar" means little
 DEFAULT_RESULTS, MAX_RESULTS = 20, 100
-SCAN_BATCH = 5000
 
 
 @dataclass(frozen=True)
@@ -56,13 +55,8 @@ def find_similar(catalog: Catalog, *, perceptual_hash: str, sha256: str, max_dis
                 found[image_id] = 0
                 same_bytes.add(image_id)
         if perceptual_hash:
-            statement = select(ImageRow.id, ImageRow.perceptual_hash).where(ImageRow.perceptual_hash.is_not(None))
-            if max_distance == 0:
-                statement = statement.where(ImageRow.perceptual_hash == perceptual_hash)  # the index answers
-            for image_id, other in session.execute(statement.execution_options(yield_per=SCAN_BATCH)):
-                bits = distance(perceptual_hash, other) if is_perceptual_hash(other) else HASH_BITS
-                if bits <= max_distance:
-                    found[image_id] = min(bits, found.get(image_id, bits))
+            for image_id, bits in catalog.hash_index.near(session, perceptual_hash, max_distance):
+                found[image_id] = min(bits, found.get(image_id, bits))
         # The image with the very bytes first, then by distance, then oldest first.
         chosen = sorted(found.items(), key=lambda item: (item[1], item[0] not in same_bytes, item[0]))[:limit]
         rows = {row.id: row for row in session.scalars(select(ImageRow).where(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from imagineer_catalog.blobstore import BlobStore
 from imagineer_catalog.database import Database
+from imagineer_catalog.hashindex import HashIndex
 from imagineer_catalog.models import ArtifactRow, ImageRow, RequestKeyRow
 from imagineer_common.errors import InvalidArgument
 
@@ -26,6 +27,7 @@ class Catalog:
     db: Database
     blobs: BlobStore
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    hash_index: HashIndex = field(default_factory=HashIndex)  # near-duplicate search, kept in step with the rows
 
 
 def utcnow() -> datetime:
