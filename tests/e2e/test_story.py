@@ -133,3 +133,18 @@ def test_status_reports_every_service_serving(platform, capsys):
     assert set(statuses) == {"catalog", "generator", "trainer", "labeling", "scraping"}
     assert all(entry["state"] == "SERVING" for entry in statuses.values())
     assert "imagineer/tiny-sd" in statuses["generator"]["detail"] and "(demo)" in statuses["generator"]["detail"]
+
+
+def test_without_an_ai_labeler_the_demo_captions_with_the_prompts(platform, story):
+    # The platform's trainer has no hosted labeler: the demo says so and goes on with the prompts as captions.
+    quick = DemoSettings(images_per_row=1, generation_steps=4, training_steps=4, rank=2, seed=99,
+                         labeler="anthropic", album_name="Demo without a labeler")
+    out = io.StringIO()
+    with platform.client() as client:
+        report = run_demo(client, Console(file=out, width=200), quick)
+        assert "no AI labeler on this trainer" in out.getvalue()
+        assert report.labeling_id == "" and report.artifact_id
+        for image_id, prompt in zip(report.image_ids, report.prompts, strict=True):
+            captions = [label.text for label in client.list_labels(image_id)
+                        if label.label_type == res.LABEL_TYPE_CAPTION]
+            assert captions == [prompt]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import grpc
 from rich.console import Console
 from rich.table import Table
 
@@ -81,17 +82,28 @@ def run_demo(client: Imagineer, console: Console, settings: DemoSettings = DemoS
     say(f"   {len(report.image_ids)} images stored in album {report.album_id}")
 
     say("[bold]2. Labeling[/bold] the album with the trainer's AI labeler, then with the template's values as tags")
-    labeling = client.label(album_id=report.album_id, labeler=settings.labeler)
-    labeling = follow_labeling(client, labeling, console, quiet=quiet)
-    _expect_completed(labeling.state, f"labeling {labeling.id}", labeling.error_message)
-    report.labeling_id, report.labeler_model = labeling.id, labeling.source_model
+    try:
+        labeling = client.label(album_id=report.album_id, labeler=settings.labeler)
+    except ImagineerError as error:
+        if error.code != grpc.StatusCode.FAILED_PRECONDITION:
+            raise
+        # A trainer started without a labeler (make run gives it the demo captioner): captions from the prompts.
+        say(f"   no AI labeler on this trainer ({error}); the prompts become the captions")
+        labeling = None
+    if labeling is not None:
+        labeling = follow_labeling(client, labeling, console, quiet=quiet)
+        _expect_completed(labeling.state, f"labeling {labeling.id}", labeling.error_message)
+        report.labeling_id, report.labeler_model = labeling.id, labeling.source_model
+    else:
+        report.labeler_model = LABELER
+        for image_id, prompt in zip(report.image_ids, report.prompts, strict=True):
+            client.add_label(image_id, prompt, catalog_pb2.LABEL_TYPE_CAPTION, source_model=LABELER)
     for index, image_id in enumerate(report.image_ids):
         row = ROWS[index // settings.images_per_row]
         for value in row.values():
             report.label_ids.append(client.add_label(image_id, value, catalog_pb2.LABEL_TYPE_TAG,
                                                      source_model=LABELER).id)
-    say(f"   {labeling.summary.labeled} images captioned by {labeling.source_model}, "
-        f"{len(report.label_ids)} tags added")
+    say(f"   {len(report.image_ids)} images captioned by {report.labeler_model}, {len(report.label_ids)} tags added")
 
     say("[bold]3. Marking[/bold] the album as a training source")
     client.update_album(report.album_id, is_training_source=True)
