@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # tls reads its files through this module
+    from imagineer_common.tls import ClientTls, ServerTls
 
 
 class SettingError(ValueError):
@@ -54,12 +60,35 @@ def read_list(name: str) -> list[str]:
 DEVELOPMENT_ADMIN_TOKEN = "imagineer-dev-token"
 
 
-def read_model_service_basics(prefix: str, default_port: int) -> dict:
-    """The settings every model-running service (generator, trainer) reads the same way, as keyword arguments:
-    data_dir, model, model_config, device, host, port, admin_tokens, catalog_address, catalog_token,
-    production, log_level, log_json, metrics_port, health_port, tls, catalog_tls."""
-    from pathlib import Path
+@dataclass(frozen=True)
+class ModelServiceSettings:
+    """The settings every model-running service (generator, trainer) has; each subclass adds its own."""
 
+    data_dir: Path
+    model: Path | None
+    model_config: Path | None
+    device: str
+    host: str
+    port: int
+    admin_tokens: tuple[str, ...]
+    catalog_address: str
+    catalog_token: str
+    production: bool
+    log_level: str
+    log_json: bool | None
+    metrics_port: int | None  # None: no metrics endpoint
+    health_port: int | None  # None: health only on the main port
+    tls: ServerTls | None
+    catalog_tls: ClientTls | None
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+
+def read_model_service_basics(prefix: str, default_port: int) -> dict:
+    """The fields of ModelServiceSettings, read the same way for every model-running service, as keyword
+    arguments for the subclass's constructor."""
     from imagineer_common import tls
 
     data_dir = Path(read_str(prefix + "DATA_DIR", "instance")).resolve()

@@ -6,36 +6,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imagineer_common import env
-from imagineer_common.tls import ClientTls, ServerTls
 
 PREFIX = "IMAGINEER_GENERATOR_"
 
 
 @dataclass(frozen=True)
-class GeneratorSettings:
-    data_dir: Path
-    model: Path | None
-    model_config: Path | None
-    device: str
-    host: str
-    port: int
-    admin_tokens: tuple[str, ...]
-    catalog_address: str
-    catalog_token: str
+class GeneratorSettings(env.ModelServiceSettings):
     queue_capacity: int
     max_batch: int
     exact_batches: bool
-    production: bool
-    log_level: str
-    log_json: bool | None
-    metrics_port: int | None  # None: no metrics endpoint
-    health_port: int | None  # None: health only on the main port
-    tls: ServerTls | None
-    catalog_tls: ClientTls | None
-
-    @property
-    def models_dir(self) -> Path:
-        return self.data_dir / "models"
 
     @property
     def lora_cache_dir(self) -> Path:

@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imagineer_common import env
-from imagineer_common.tls import ClientTls, ServerTls
 from imagineer_trainer.labelers.config import LabelingSettings
 from imagineer_trainer.scraping.settings import ScrapeSettings
 
@@ -14,30 +13,10 @@ PREFIX = "IMAGINEER_TRAINER_"
 
 
 @dataclass(frozen=True)
-class TrainerSettings:
-    data_dir: Path
-    model: Path | None
-    model_config: Path | None
-    device: str
-    host: str
-    port: int
-    admin_tokens: tuple[str, ...]
-    catalog_address: str
-    catalog_token: str
+class TrainerSettings(env.ModelServiceSettings):
     queue_capacity: int
-    production: bool
-    log_level: str
-    log_json: bool | None
-    metrics_port: int | None  # None: no metrics endpoint
-    health_port: int | None  # None: health only on the main port
-    tls: ServerTls | None
-    catalog_tls: ClientTls | None
     labeling: LabelingSettings = field(default_factory=LabelingSettings)
     scraping: ScrapeSettings = field(default_factory=ScrapeSettings)
-
-    @property
-    def models_dir(self) -> Path:
-        return self.data_dir / "models"
 
     @property
     def runs_dir(self) -> Path:
