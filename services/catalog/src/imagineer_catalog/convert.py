@@ -16,6 +16,7 @@ from imagineer_catalog.images import GenerationRecord, LoraUse, generation_from_
 from imagineer_catalog.models import ArtifactRow, ImageRow, LabelRow, ScrapeJobRow, TrainingRunRow
 from imagineer_catalog.store import load_json
 from imagineer_common.errors import InvalidArgument
+from imagineer_common.timestamps import timestamp_message
 
 
 class EnumMap:
@@ -42,14 +43,6 @@ ALBUM_TYPE = EnumMap(res.AlbumType.DESCRIPTOR, "ALBUM_TYPE_")
 LABEL_TYPE = EnumMap(res.LabelType.DESCRIPTOR, "LABEL_TYPE_")
 ARTIFACT_KIND = EnumMap(res.ArtifactKind.DESCRIPTOR, "ARTIFACT_KIND_")
 JOB_STATE = EnumMap(common.JobState.DESCRIPTOR, "JOB_STATE_")
-
-
-def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
-    if value is None:
-        return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value if value.tzinfo else value.replace(tzinfo=UTC))
-    return stamp
 
 
 def naive_utc(stamp: timestamp_pb2.Timestamp, present: bool) -> datetime | None:
@@ -96,8 +89,8 @@ def image_message(row: ImageRow) -> res.Image:
         id=str(row.id), filename=row.filename, generation=generation_message(generation_from_row(row)),
         content_type=row.content_type or "", size_bytes=row.size_bytes or 0, sha256=row.content_hash or "",
         is_public=bool(row.is_public), is_nsfw=bool(row.is_nsfw), has_file=row.blob_key is not None,
-        has_thumbnail=row.blob_key is not None, create_time=timestamp(row.created_at),
-        update_time=timestamp(row.updated_at), perceptual_hash=row.perceptual_hash or "")
+        has_thumbnail=row.blob_key is not None, create_time=timestamp_message(row.created_at),
+        update_time=timestamp_message(row.updated_at), perceptual_hash=row.perceptual_hash or "")
 
 
 def album_message(view: albums.AlbumView) -> res.Album:
@@ -107,7 +100,8 @@ def album_message(view: albums.AlbumView) -> res.Album:
         album_type=ALBUM_TYPE.number(row.album_type), is_public=bool(row.is_public),
         is_training_source=bool(row.is_training_source), created_by=row.created_by or "",
         generation_prompt=row.generation_prompt or "", generation_config=struct(albums.config_of(row)),
-        image_count=view.image_count, create_time=timestamp(row.created_at), update_time=timestamp(row.updated_at))
+        image_count=view.image_count, create_time=timestamp_message(row.created_at),
+        update_time=timestamp_message(row.updated_at))
 
 
 def album_fields(message: res.Album, *, creating: bool, paths: list[str] | None = None) -> albums.AlbumFields:
@@ -127,7 +121,7 @@ def label_message(row: LabelRow) -> res.Label:
     message = res.Label(
         id=str(row.id), image_id=str(row.image_id), text=row.label_text, label_type=LABEL_TYPE.number(row.label_type),
         source_model=row.source_model or "", source_prompt=row.source_prompt or "", created_by=row.created_by or "",
-        create_time=timestamp(row.created_at))
+        create_time=timestamp_message(row.created_at))
     if row.confidence is not None:
         message.confidence = row.confidence
     return message
@@ -148,9 +142,9 @@ def training_run_message(row: TrainingRunRow) -> res.TrainingRun:
         album_ids=[str(i) for i in jobs.training_album_ids(row)], config=struct(config),
         state=JOB_STATE.number(row.status), progress_percent=_progress(row.progress),
         current_step=row.current_step or 0, total_steps=row.total_steps or 0, error_message=row.error_message or "",
-        artifact_id=str(row.artifact_id) if row.artifact_id else "", create_time=timestamp(row.created_at),
-        start_time=timestamp(row.started_at), end_time=timestamp(row.completed_at),
-        update_time=timestamp(row.updated_at))
+        artifact_id=str(row.artifact_id) if row.artifact_id else "", create_time=timestamp_message(row.created_at),
+        start_time=timestamp_message(row.started_at), end_time=timestamp_message(row.completed_at),
+        update_time=timestamp_message(row.updated_at))
     if row.training_loss is not None:
         message.training_loss = row.training_loss
     if row.validation_loss is not None:
@@ -169,9 +163,9 @@ def scrape_job_message(row: ScrapeJobRow) -> res.ScrapeJob:
         images_skipped=row.images_skipped or 0,
         skip_reasons={str(k): int(v) for k, v in reasons.items()} if isinstance(reasons, dict) else {},
         error_count=row.error_count or 0, error_message=row.error_message or "",
-        album_id=str(row.album_id) if row.album_id else "", create_time=timestamp(row.created_at),
-        start_time=timestamp(row.started_at), end_time=timestamp(row.completed_at),
-        update_time=timestamp(row.updated_at))
+        album_id=str(row.album_id) if row.album_id else "", create_time=timestamp_message(row.created_at),
+        start_time=timestamp_message(row.started_at), end_time=timestamp_message(row.completed_at),
+        update_time=timestamp_message(row.updated_at))
 
 
 def job_fields(message: res.TrainingRun | res.ScrapeJob, prefix: str) -> jobs.JobFields:
@@ -201,7 +195,7 @@ def artifact_message(row: ArtifactRow) -> res.Artifact:
         base_model=row.base_model or "", rank=row.rank or 0,
         training_run_id=str(row.training_run_id) if row.training_run_id else "",
         metadata=artifacts.metadata_of(row), size_bytes=row.size_bytes, sha256=row.content_hash,
-        create_time=timestamp(row.created_at))
+        create_time=timestamp_message(row.created_at))
 
 
 def backup_manifest_message(manifest: BackupManifest, archive_size: int, archive_sha256: str) -> api.BackupManifest:

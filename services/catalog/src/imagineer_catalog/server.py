@@ -20,6 +20,7 @@ from imagineer_catalog.images import FileDownload
 from imagineer_catalog.store import Catalog
 from imagineer_common.auth import current_caller
 from imagineer_common.errors import InvalidArgument, Unavailable
+from imagineer_common.timestamps import timestamp_message
 
 SERVICE_NAME = api.DESCRIPTOR.services_by_name["CatalogService"].full_name
 PUBLIC_METHODS = frozenset(
@@ -190,7 +191,7 @@ class CatalogServicer(api_grpc.CatalogServiceServicer):
                                              current_caller())
         return api.ListAlbumImagesResponse(
             album_images=[res.AlbumImage(image=convert.image_message(e.image), position=e.position,
-                                         added_by=e.added_by, add_time=convert.timestamp(e.added_at))
+                                         added_by=e.added_by, add_time=timestamp_message(e.added_at))
                           for e in entries],
             next_page_token=token)
 

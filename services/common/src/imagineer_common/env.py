@@ -33,6 +33,19 @@ def read_int(name: str, default: int, *, minimum: int | None = None, maximum: in
     return value
 
 
+def read_float(name: str, default: float, *, minimum: float, maximum: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingError(f"{name} must be a number, got {raw!r}") from None
+    if not minimum <= value <= maximum:  # also refuses nan
+        raise SettingError(f"{name} must be between {minimum} and {maximum}, got {value}")
+    return value
+
+
 def read_optional_port(name: str) -> int | None:
     """A port that may be left unset (the feature is off); 0 asks for any free port."""
     if read_str(name, "") == "":

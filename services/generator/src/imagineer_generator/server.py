@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from google.protobuf import timestamp_pb2
-
 from imagineer.common.v1 import common_pb2
 from imagineer.generator.v1 import generator_service_pb2 as api
 from imagineer.generator.v1 import generator_service_pb2_grpc as api_grpc
 from imagineer_common.errors import InvalidArgument, Unavailable
 from imagineer_common.paging import page_of
+from imagineer_common.timestamps import timestamp_message
 from imagineer_generator.jobs import JobEvent, JobSnapshot
 from imagineer_generator.plan import GenerationRequest, LoraChoice, TemplateSpec
 from imagineer_generator.service import Generator
@@ -19,14 +16,6 @@ SERVICE_NAME = api.DESCRIPTOR.services_by_name["GeneratorService"].full_name
 STATES = {"queued": common_pb2.JOB_STATE_QUEUED, "running": common_pb2.JOB_STATE_RUNNING,
           "completed": common_pb2.JOB_STATE_COMPLETED, "failed": common_pb2.JOB_STATE_FAILED,
           "cancelled": common_pb2.JOB_STATE_CANCELLED}
-
-
-def _timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
-    if value is None:
-        return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
 
 
 def request_from_proto(message: api.StartGenerationRequest) -> GenerationRequest:
@@ -63,8 +52,8 @@ def job_message(job: JobSnapshot) -> api.GenerationJob:
         images=[api.PlannedImage(prompt=task.prompt, seed=task.seed, image_id=task.image_id)
                 for task in job.plan.tasks],
         album_id=job.album_id, images_done=job.images_done, queue_position=job.queue_position,
-        error_message=job.error, create_time=_timestamp(job.created_at), start_time=_timestamp(job.started_at),
-        end_time=_timestamp(job.ended_at))
+        error_message=job.error, create_time=timestamp_message(job.created_at),
+        start_time=timestamp_message(job.started_at), end_time=timestamp_message(job.ended_at))
 
 
 def event_message(event: JobEvent) -> api.WatchGenerationResponse:

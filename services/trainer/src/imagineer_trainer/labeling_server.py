@@ -4,9 +4,6 @@ small piece the trainer's app uses to build, serve and stop labeling."""
 from __future__ import annotations
 
 import logging
-from datetime import datetime
-
-from google.protobuf import timestamp_pb2
 
 from imagineer.common.v1 import common_pb2
 from imagineer.trainer.v1 import labeling_service_pb2 as api
@@ -14,6 +11,7 @@ from imagineer.trainer.v1 import labeling_service_pb2_grpc as api_grpc
 from imagineer_common.errors import Unavailable
 from imagineer_common.eventlog import Event
 from imagineer_common.paging import page_of
+from imagineer_common.timestamps import timestamp_message
 from imagineer_trainer.config import TrainerSettings
 from imagineer_trainer.labeling import LabelingRequest, LabelingService
 from imagineer_trainer.labeling_jobs import FAILED_IMAGE, LABELED, SKIPPED, LabelingSnapshot
@@ -26,14 +24,6 @@ OUTCOMES = {LABELED: api.IMAGE_OUTCOME_LABELED, FAILED_IMAGE: api.IMAGE_OUTCOME_
             SKIPPED: api.IMAGE_OUTCOME_SKIPPED}
 RATINGS = {"": api.NSFW_RATING_UNSPECIFIED, "safe": api.NSFW_RATING_SAFE, "suggestive": api.NSFW_RATING_SUGGESTIVE,
            "adult": api.NSFW_RATING_ADULT, "explicit": api.NSFW_RATING_EXPLICIT}
-
-
-def _timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
-    if value is None:
-        return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
 
 
 def request_from_proto(message: api.StartLabelingRequest) -> LabelingRequest:
@@ -55,8 +45,8 @@ def labeling_message(job: LabelingSnapshot) -> api.Labeling:
     return api.Labeling(
         id=job.id, request=request, source_model=job.source_model, state=STATES[job.state],
         total_images=job.total_images, images_done=job.images_done, summary=summary_message(job),
-        error_message=job.error, create_time=_timestamp(job.created_at), start_time=_timestamp(job.started_at),
-        end_time=_timestamp(job.ended_at))
+        error_message=job.error, create_time=timestamp_message(job.created_at),
+        start_time=timestamp_message(job.started_at), end_time=timestamp_message(job.ended_at))
 
 
 def event_message(event: Event[LabelingSnapshot]) -> api.WatchLabelingResponse:

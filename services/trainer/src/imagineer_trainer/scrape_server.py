@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from google.protobuf import timestamp_pb2
-
 from imagineer.common.v1 import common_pb2
 from imagineer.trainer.v1 import scraping_service_pb2 as api
 from imagineer.trainer.v1 import scraping_service_pb2_grpc as api_grpc
 from imagineer_common.errors import InvalidArgument, Unavailable
 from imagineer_common.eventlog import Event
+from imagineer_common.timestamps import timestamp_message
 from imagineer_trainer.scraping.jobs import ScrapeSnapshot
 from imagineer_trainer.scraping.request import FOLLOW_ALL, SAME_SITE, ScrapeRequest
 from imagineer_trainer.scraping.service import Scraper
@@ -19,14 +16,6 @@ SERVICE_NAME = api.DESCRIPTOR.services_by_name["ScrapingService"].full_name
 STATES = {name.removeprefix("JOB_STATE_").lower(): value for name, value in common_pb2.JobState.items() if value}
 LINK_POLICIES = {api.LINK_POLICY_UNSPECIFIED: SAME_SITE, api.LINK_POLICY_SAME_SITE: SAME_SITE,
                  api.LINK_POLICY_FOLLOW_ALL: FOLLOW_ALL}
-
-
-def _timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
-    if value is None:
-        return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
 
 
 def request_from_proto(message: api.StartScrapeRequest) -> ScrapeRequest:
@@ -55,8 +44,8 @@ def scrape_message(scrape: ScrapeSnapshot) -> api.Scrape:
         id=scrape.id, request=request_message(scrape.request), state=STATES.get(scrape.state, 0), stage=scrape.stage,
         pages_seen=scrape.pages_seen, images_found=scrape.images_found, images_kept=scrape.images_kept,
         images_skipped=scrape.images_skipped, skip_reasons=scrape.skip_reasons, error_count=scrape.error_count,
-        error_message=scrape.error, album_id=scrape.album_id, create_time=_timestamp(scrape.created_at),
-        start_time=_timestamp(scrape.started_at), end_time=_timestamp(scrape.ended_at))
+        error_message=scrape.error, album_id=scrape.album_id, create_time=timestamp_message(scrape.created_at),
+        start_time=timestamp_message(scrape.started_at), end_time=timestamp_message(scrape.ended_at))
 
 
 def event_message(event: Event[ScrapeSnapshot]) -> api.WatchScrapeResponse | None:

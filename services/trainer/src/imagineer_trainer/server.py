@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from google.protobuf import timestamp_pb2
-
 from imagineer.common.v1 import common_pb2
 from imagineer.trainer.v1 import trainer_service_pb2 as api
 from imagineer.trainer.v1 import trainer_service_pb2_grpc as api_grpc
 from imagineer_common.errors import InvalidArgument, Unavailable
 from imagineer_common.eventlog import Event
 from imagineer_common.paging import page_of
+from imagineer_common.timestamps import timestamp_message
 from imagineer_trainer.request import TrainingRequest
 from imagineer_trainer.runs import RunSnapshot
 from imagineer_trainer.service import Trainer
@@ -20,14 +17,6 @@ SERVICE_NAME = api.DESCRIPTOR.services_by_name["TrainerService"].full_name
 STATES = {name.removeprefix("JOB_STATE_").lower(): value for name, value in common_pb2.JobState.items() if value}
 CAPTION_SOURCES = {api.CAPTION_SOURCE_UNSPECIFIED: "default", api.CAPTION_SOURCE_LABELS: "labels",
                    api.CAPTION_SOURCE_PROMPT: "prompt"}
-
-
-def _timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
-    if value is None:
-        return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
 
 
 def request_from_proto(message: api.StartTrainingRequest) -> TrainingRequest:
@@ -64,8 +53,8 @@ def training_message(run: RunSnapshot) -> api.Training:
         id=run.id, request=request_message(run.request), state=STATES[run.state], current_step=run.current_step,
         total_steps=run.total_steps, loss=run.loss, image_count=run.image_count, artifact_id=run.artifact_id,
         validation_album_id=run.validation_album_id, error_message=run.error,
-        create_time=_timestamp(run.created_at), start_time=_timestamp(run.started_at),
-        end_time=_timestamp(run.ended_at))
+        create_time=timestamp_message(run.created_at), start_time=timestamp_message(run.started_at),
+        end_time=timestamp_message(run.ended_at))
 
 
 def event_message(event: Event[RunSnapshot]) -> api.WatchTrainingResponse | None:

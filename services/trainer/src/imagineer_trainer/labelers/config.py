@@ -22,19 +22,6 @@ DEMO_MODEL = "demo"
 DEMO_CAPTIONER_FOLDER = "imagineer-tiny-blip"
 
 
-def _read_float(name: str, default: float, *, minimum: float, maximum: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise env.SettingError(f"{name} must be a number, got {raw!r}") from None
-    if not minimum <= value <= maximum:
-        raise env.SettingError(f"{name} must be between {minimum} and {maximum}, got {value}")
-    return value
-
-
 @dataclass(frozen=True)
 class LabelingSettings:
     default: str = ""  # "" = none configured
@@ -88,10 +75,10 @@ class LabelingSettings:
                 api_key=api_key, base_url=base_url,
                 model=env.read_str(f"{PREFIX}_ANTHROPIC_MODEL", AnthropicSettings.model),
                 max_tokens=env.read_int(f"{PREFIX}_ANTHROPIC_MAX_TOKENS", 1024, minimum=64, maximum=8192),
-                timeout_seconds=_read_float(f"{PREFIX}_ANTHROPIC_TIMEOUT_SECONDS", 60.0, minimum=1, maximum=600),
+                timeout_seconds=env.read_float(f"{PREFIX}_ANTHROPIC_TIMEOUT_SECONDS", 60.0, minimum=1, maximum=600),
                 retry=RetryPolicy(
                     max_attempts=env.read_int(f"{PREFIX}_ANTHROPIC_MAX_ATTEMPTS", 4, minimum=1, maximum=10),
-                    base_seconds=_read_float(f"{PREFIX}_ANTHROPIC_BACKOFF_SECONDS", 1.0, minimum=0.001, maximum=60)))
+                    base_seconds=env.read_float(f"{PREFIX}_ANTHROPIC_BACKOFF_SECONDS", 1.0, minimum=0.001, maximum=60)))
         settings = cls(local=local, anthropic=anthropic,
                        queue_capacity=env.read_int("IMAGINEER_TRAINER_LABELING_QUEUE_CAPACITY", 16, minimum=1,
                                                    maximum=1000))
