@@ -134,6 +134,25 @@ def test_same_bytes_of_another_kind_are_a_new_artifact_sharing_the_file(stub, ad
     assert body == data  # the shared file stays while something refers to it
 
 
+def test_two_runs_with_identical_weights_each_own_an_artifact(stub, admin):
+    """Training is deterministic: two runs can produce the same bytes, and each run's artifact names it."""
+    data = random_bytes(20_000, seed=30106)
+    first_run, second_run = make_run(stub, admin), make_run(stub, admin)
+    first = upload(stub, admin, data, training_run_id=first_run.id)
+    second = upload(stub, admin, data, training_run_id=second_run.id)
+    assert not first.already_existed and not second.already_existed
+    assert first.artifact.id != second.artifact.id
+    assert (first.artifact.training_run_id, second.artifact.training_run_id) == (first_run.id, second_run.id)
+
+    retried = upload(stub, admin, data, training_run_id=second_run.id)
+    assert retried.already_existed and retried.artifact == second.artifact, "a retry of one run's upload"
+    assert [a.id for a in all_artifacts(stub, admin, training_run_id=second_run.id)] == [second.artifact.id]
+
+    stub.DeleteArtifact(api.DeleteArtifactRequest(id=first.artifact.id), metadata=admin)
+    _, body = download_artifact(stub, second.artifact.id, admin)
+    assert body == data, "the shared file stays while the other run's artifact refers to it"
+
+
 def test_artifact_and_image_with_the_same_bytes_share_the_file_safely(stub, admin):
     data = png_bytes(seed=30105)
     image = upload_image(stub, data, admin, filename="shared.png").image

@@ -176,6 +176,25 @@ def test_saved_lora_loads_into_a_fresh_model(tiny_models_dir, tmp_path, examples
     assert np.array_equal(render(fresh), base)
 
 
+def test_saved_lora_metadata_lists_target_modules_in_sorted_order(tiny_models_dir, tmp_path, examples):
+    """peft keeps target_modules in a set, whose order follows the process's hash seed; the file must not, so
+    that identical trainings in different processes write byte-identical weights."""
+    import json
+
+    from safetensors import safe_open
+
+    model = fresh_model(tiny_models_dir)
+    trainer = LoraTrainer(model, examples, small_config(steps=1, train_text_encoder=True), tmp_path / "ckpt")
+    trainer.run(on_step=lambda report: None, should_stop=never)
+    with safe_open(str(trainer.save_lora(tmp_path / "out")), framework="pt") as handle:
+        metadata = handle.metadata()
+    adapters = json.loads(metadata["lora_adapter_metadata"])
+    modules = {key: value for key, value in adapters.items() if key.endswith(".target_modules")}
+    assert set(modules) == {"unet.target_modules", "text_encoder.target_modules"}, sorted(adapters)
+    for listed in modules.values():
+        assert len(listed) > 1 and listed == sorted(listed)
+
+
 def test_release_restores_the_base_model(tiny_models_dir, tmp_path, examples):
     model = fresh_model(tiny_models_dir)
     base = render(model)

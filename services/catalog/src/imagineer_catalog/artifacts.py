@@ -69,8 +69,11 @@ def upload(catalog: Catalog, request: ArtifactUpload, chunks: Iterable[bytes]) -
             if request.expected_sha256 and staged.sha256 != request.expected_sha256.lower():
                 raise InvalidArgument.for_field("metadata.expected_sha256", "the received bytes have another sha256")
             with catalog.db.write() as session:
+                # The same bytes for the same run are a retried upload; another run gets its own artifact
+                # (``== None`` is SQL's IS NULL here), sharing the stored file.
                 existing = session.scalar(select(ArtifactRow).where(
-                    ArtifactRow.content_hash == staged.sha256, ArtifactRow.kind == request.kind))
+                    ArtifactRow.content_hash == staged.sha256, ArtifactRow.kind == request.kind,
+                    ArtifactRow.training_run_id == run_id))
                 if existing is not None:
                     catalog.blobs.discard(staged)
                     return existing, True

@@ -195,7 +195,9 @@ class MigrationHistoryRow(Base):
 
 class ArtifactRow(Base):
     __tablename__ = "artifacts"
-    __table_args__ = (Index("ix_artifacts_content_hash_kind", "content_hash", "kind", unique=True),
+    # Unique per run: two runs may train identical weights, and each owns its artifact (blobs stay shared).
+    __table_args__ = (Index("ix_artifacts_content_hash_kind_training_run_id", "content_hash", "kind", "training_run_id",
+                            unique=True),
                       {"sqlite_autoincrement": True})
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

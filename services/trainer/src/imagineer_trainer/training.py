@@ -333,13 +333,14 @@ class LoraTrainer:
             "unet_lora_layers": convert_state_dict_to_diffusers(
                 get_peft_model_state_dict(self.unet, adapter_name=ADAPTER_NAME)
             ),
-            "unet_lora_adapter_metadata": self.unet.peft_config[ADAPTER_NAME].to_dict(),
+            "unet_lora_adapter_metadata": _stable_metadata(self.unet.peft_config[ADAPTER_NAME].to_dict()),
         }
         if self.config.train_text_encoder:
             options["text_encoder_lora_layers"] = convert_state_dict_to_diffusers(
                 get_peft_model_state_dict(self.text_encoder, adapter_name=ADAPTER_NAME)
             )
-            options["text_encoder_lora_adapter_metadata"] = self.text_encoder.peft_config[ADAPTER_NAME].to_dict()
+            options["text_encoder_lora_adapter_metadata"] = _stable_metadata(
+                self.text_encoder.peft_config[ADAPTER_NAME].to_dict())
         scratch = Path(tempfile.mkdtemp(prefix=".lora-", dir=target_dir))
         try:
             StableDiffusionPipeline.save_lora_weights(
@@ -673,3 +674,9 @@ def get_adapter_keys(module: Any) -> set[str]:
     from peft import get_peft_model_state_dict
 
     return set(get_peft_model_state_dict(module, adapter_name=ADAPTER_NAME))
+
+
+def _stable_metadata(config: dict[str, Any]) -> dict[str, Any]:
+    """The adapter config with its sets (peft's target_modules) as sorted lists: a set's order changes with
+    each process's hash seed, and identical trainings should write byte-identical files."""
+    return {key: sorted(value) if isinstance(value, (set, frozenset)) else value for key, value in config.items()}
