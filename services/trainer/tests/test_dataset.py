@@ -174,3 +174,37 @@ def test_random_crop_of_a_square_image_is_the_whole_image():
     image = stripes(64, 64)
     assert torch.equal(prepare_image(image, 64, random_crop=True, rng=random.Random(5)),
                        prepare_image(image, 64, random_crop=False, rng=random.Random(0)))
+
+
+def noisy_png(size: tuple[int, int], seed: int) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("random_crop", [False, True], ids=["centre", "random"])
+def test_large_images_are_shrunk_at_decode_to_exactly_the_pixels_training_uses(random_crop):
+    sizes = [(640, 400), (300, 900), (64, 64), (40, 50)]
+    sources = [source(f"img-{i}", labels=[("caption", "x")], data=noisy_png(size, i)) for i, size in enumerate(sizes)]
+    full, _ = build_examples(sources, caption_source="default")
+    shrunk, _ = build_examples(iter(sources), caption_source="default", resolution=64)
+    assert [e.image.size for e in full] == sizes
+    # the shorter side becomes 64 when that shrinks the picture; small pictures stay as they are
+    assert [e.image.size for e in shrunk] == [(102, 64), (64, 192), (64, 64), (40, 50)]
+    for whole, small in zip(full, shrunk, strict=True):
+        for seed in range(3):
+            assert torch.equal(prepare_image(whole.image, 64, random_crop=random_crop, rng=random.Random(seed)),
+                               prepare_image(small.image, 64, random_crop=random_crop, rng=random.Random(seed)))
+
+
+def test_sources_may_be_a_generator_read_once():
+    fetched: list[str] = []
+
+    def lazily():
+        for index in range(3):
+            fetched.append(f"img-{index}")
+            yield source(f"img-{index}", labels=[("caption", "x")], data=png_bytes())
+
+    examples, _ = build_examples(lazily(), resolution=32)
+    assert [e.image_id for e in examples] == fetched == ["img-0", "img-1", "img-2"]

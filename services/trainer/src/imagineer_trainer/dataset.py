@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import random
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -119,9 +120,15 @@ def decode_image(data: bytes) -> Image.Image | None:
 
 
 def build_examples(
-    sources: list[SourceImage], *, caption_source: str = "default", trigger_word: str = ""
+    sources: Iterable[SourceImage], *, caption_source: str = "default", trigger_word: str = "",
+    resolution: int | None = None,
 ) -> tuple[list[TrainingExample], list[tuple[str, str]]]:
     """The usable examples, in input order, and the skipped images as (image_id, reason) pairs.
+
+    ``sources`` is read once, one at a time, so a caller can fetch each image's bytes as it is needed. With
+    ``resolution``, an image larger than the training size is shrunk to it as it is decoded (the resize
+    ``prepare_image`` would do at every step, done once): a large photo then costs memory for the pixels training
+    uses, not for the full picture, and training sees exactly the same pixels.
 
     Raises DatasetError ``INVALID_CAPTION_SOURCE`` for an unknown rule and ``NO_USABLE_IMAGES`` when nothing is
     left (the message counts the reasons).
@@ -142,16 +149,34 @@ def build_examples(
         if image is None:
             skipped.append((source.image_id, SKIP_UNREADABLE))
             continue
+        if resolution is not None:
+            image = shrink_to_training_size(image, resolution)
         examples.append(TrainingExample(source.image_id, image, with_trigger(caption, trigger_word)))
     if not examples:
         counts = Counter(reason for _, reason in skipped)
-        if not sources:
+        if not skipped:
             message = "the dataset has no images"
         else:
             details = ", ".join(f"{count} {reason}" for reason, count in sorted(counts.items()))
-            message = f"none of the {len(sources)} images is usable (caption source {caption_source!r}): {details}"
+            message = f"none of the {len(skipped)} images is usable (caption source {caption_source!r}): {details}"
         raise DatasetError("NO_USABLE_IMAGES", message, skipped=dict(counts))
     return examples, skipped
+
+
+def training_size(width: int, height: int, resolution: int) -> tuple[int, int]:
+    """The size an image is resized to before a ``resolution`` square is cut from it: shorter side = resolution."""
+    if resolution < 1:
+        raise ValueError(f"resolution must be positive, not {resolution}")
+    scale = resolution / min(width, height)
+    return max(resolution, round(width * scale)), max(resolution, round(height * scale))
+
+
+def shrink_to_training_size(image: Image.Image, resolution: int) -> Image.Image:
+    """``image`` resized as ``prepare_image`` would resize it, when that makes it smaller; else ``image`` itself."""
+    size = training_size(image.width, image.height, resolution)
+    if size[0] * size[1] >= image.width * image.height:
+        return image
+    return image.resize(size, Image.Resampling.BICUBIC)
 
 
 def crop_box(width: int, height: int, resolution: int, *, random_crop: bool, rng: random.Random) -> tuple[int, int]:
@@ -168,13 +193,9 @@ def prepare_image(image: Image.Image, resolution: int, *, random_crop: bool, rng
     import numpy as np
     import torch
 
-    if resolution < 1:
-        raise ValueError(f"resolution must be positive, not {resolution}")
     image = image.convert("RGB") if image.mode != "RGB" else image
-    width, height = image.size
-    scale = resolution / min(width, height)
-    size = (max(resolution, round(width * scale)), max(resolution, round(height * scale)))
-    if size != (width, height):
+    size = training_size(image.width, image.height, resolution)
+    if size != image.size:
         image = image.resize(size, Image.Resampling.BICUBIC)
     left, top = crop_box(size[0], size[1], resolution, random_crop=random_crop, rng=rng)
     image = image.crop((left, top, left + resolution, top + resolution))

@@ -9,7 +9,7 @@ import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from imagineer.common.v1 import common_pb2
@@ -66,24 +66,23 @@ class Supervisor:
         self.queue.stop(grace_seconds, withdrawn=lambda run: self._end(
             run, INTERRUPTED, "the trainer shut down before this training started; it resumes on restart"))
 
-    def _sources(self, run: Run) -> list[SourceImage]:
-        sources = []
+    def _sources(self, run: Run) -> Iterator[SourceImage]:
+        """The run's images, each fetched when dataset assembly reaches it (only one file's bytes at a time)."""
         seen: set[str] = set()
         for album_id in run.request.album_ids:
             for member in self.catalog.album_images(album_id):
                 if member.image_id in seen or not member.has_file:
                     continue
                 seen.add(member.image_id)
-                sources.append(SourceImage(image_id=member.image_id, data=self.catalog.image_bytes(member.image_id),
-                                           labels=list(member.labels), prompt=member.prompt))
-        return sources
+                yield SourceImage(image_id=member.image_id, data=self.catalog.image_bytes(member.image_id),
+                                  labels=list(member.labels), prompt=member.prompt)
 
     def _train(self, run: Run) -> None:
         request = run.request
         self.catalog.update_training_run(run.id, state=RUNNING)
         try:
             examples, skipped = build_examples(self._sources(run), caption_source=request.caption_source,
-                                               trigger_word=request.trigger_word)
+                                               trigger_word=request.trigger_word, resolution=request.resolution)
         except DatasetError as error:
             self._end(run, FAILED, str(error))
             return
