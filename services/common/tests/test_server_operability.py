@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from imagineer_common import channels, env, metrics, tls
 from imagineer_common.interceptors import ServiceInterceptor
-from imagineer_common.server import start_server, stop_server
+from imagineer_common.server import LIVENESS_SERVICE, serve_when_built, start_server, stop_server
 
 HEALTH = "grpc.health.v1.Health"
 
@@ -221,3 +221,32 @@ def test_per_connection_channels_stay_on_one_server_and_spread_over_connections(
         for running in servers:
             stop_server(running)
     assert set(picked) == {health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING}
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["built", "failed"])
+def test_serve_when_built_turns_serving_only_after_a_successful_build(fails, caplog):
+    running = _start()
+    outcome: dict[str, object] = {}
+
+    def build():
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            outcome["while building"] = _check(channel).status
+        if fails:
+            raise RuntimeError("no weights in /models/x")
+        return "the model"
+
+    try:
+        serve_when_built(running, build, on_built=lambda built: outcome.update(built=built),
+                         on_failed=lambda message: outcome.update(failed=message), failure="could not build")
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            readiness, liveness = _check(channel).status, _check(channel, LIVENESS_SERVICE).status
+    finally:
+        stop_server(running)
+    serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+    assert outcome.pop("while building") == not_serving
+    assert liveness == serving, "a failed build must not make the kubelet restart the process in a loop"
+    if fails:
+        assert outcome == {"failed": "no weights in /models/x"} and readiness == not_serving
+        assert "could not build" in caplog.text and "RuntimeError" in caplog.text
+    else:
+        assert outcome == {"built": "the model"} and readiness == serving

@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable, Iterable
 from concurrent import futures
 from dataclasses import dataclass
+from typing import TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -25,6 +26,8 @@ MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 # A health entry that is SERVING while the process runs, whatever its readiness: liveness probes ask for it,
 # so a pod that waits for a migration or loads its model is not restarted ("" tells readiness).
 LIVENESS_SERVICE = "liveness"
+
+Built = TypeVar("Built")
 
 
 @dataclass
@@ -96,6 +99,23 @@ def start_server(*, host: str, port: int, register: Iterable[Callable[[grpc.Serv
     if health_bound is not None:
         log.info("health checks also on %s:%d (plaintext, health only)", host, health_bound)
     return running
+
+
+def serve_when_built(running: RunningServer, build: Callable[[], Built], *, on_built: Callable[[Built], None],
+                     on_failed: Callable[[str], None], failure: str) -> None:
+    """The slow half of a start-up (loading a model): runs ``build``, hands its result to ``on_built`` and
+    turns SERVING. When ``build`` fails, logs ``failure`` with the traceback, hands the error's message to
+    ``on_failed`` (the RPCs then say why they are unavailable) and stays NOT_SERVING; the liveness entry keeps
+    the process from being restarted in a loop."""
+    try:
+        built = build()
+    except Exception as error:
+        log.exception(failure)
+        on_failed(str(error))
+        return
+    on_built(built)
+    running.set_serving(True)
+    log.info("serving on port %d", running.port)
 
 
 def stop_server(running: RunningServer, grace_seconds: float = 0.0) -> None:

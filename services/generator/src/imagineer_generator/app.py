@@ -9,7 +9,7 @@ from functools import partial
 
 from imagineer.generator.v1 import generator_service_pb2_grpc as api_grpc
 from imagineer_common.interceptors import ServiceInterceptor
-from imagineer_common.server import RunningServer, start_server, wait_for_termination
+from imagineer_common.server import serve_when_built, start_server, wait_for_termination
 from imagineer_generator.config import GeneratorSettings
 from imagineer_generator.server import SERVICE_NAME, GeneratorServicer
 
@@ -79,17 +79,6 @@ def _add_metrics(load_seconds: float, queue, registry) -> None:
         lambda: [(job.id, job.state, job.started_at, job.ended_at) for job in registry.newest_first()])
 
 
-def _load_in_background(settings: GeneratorSettings, servicer: GeneratorServicer, running: RunningServer) -> None:
-    try:
-        servicer.generator = build_generator(settings)
-    except Exception as error:
-        log.exception("the model could not be loaded; the generator stays NOT_SERVING")
-        servicer.load_error = str(error)
-        return
-    running.set_serving(True)
-    log.info("serving on port %d", running.port)
-
-
 def serve(settings: GeneratorSettings) -> None:
     servicer = GeneratorServicer()
     interceptor = ServiceInterceptor(admin_tokens=settings.admin_tokens, public_methods=(),
@@ -98,8 +87,13 @@ def serve(settings: GeneratorSettings) -> None:
                            register=[lambda server: api_grpc.add_GeneratorServiceServicer_to_server(servicer, server)],
                            service_names=[SERVICE_NAME], interceptor=interceptor, tls=settings.tls,
                            metrics_port=settings.metrics_port, health_port=settings.health_port)
-    threading.Thread(target=_load_in_background, args=(settings, servicer, running), daemon=True,
-                     name="model-load").start()
+
+    def load_model_then_serve() -> None:
+        serve_when_built(running, partial(build_generator, settings), on_built=partial(setattr, servicer, "generator"),
+                         on_failed=partial(setattr, servicer, "load_error"),
+                         failure="the model could not be loaded; the generator stays NOT_SERVING")
+
+    threading.Thread(target=load_model_then_serve, daemon=True, name="model-load").start()
 
     def finish_work() -> None:
         # Ends the running batch and fails waiting jobs first, so every watch stream can close.

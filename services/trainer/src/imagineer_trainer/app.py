@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from functools import partial
 
 from imagineer.trainer.v1 import scraping_service_pb2_grpc as scraping_grpc
 from imagineer.trainer.v1 import trainer_service_pb2_grpc as api_grpc
 from imagineer_common.interceptors import ServiceInterceptor
-from imagineer_common.server import RunningServer, start_server, wait_for_termination
+from imagineer_common.server import serve_when_built, start_server, wait_for_termination
 from imagineer_trainer.config import TrainerSettings
 from imagineer_trainer.labeling_server import LABELING_SERVICE_NAME, build_labeling
 from imagineer_trainer.scrape_server import SERVICE_NAME as SCRAPING_SERVICE_NAME
@@ -63,17 +64,6 @@ def _add_metrics(load_seconds: float, supervisor, registry) -> None:
         lambda: [(run.id, run.state, run.started_at, run.ended_at) for run in registry.newest_first()])
 
 
-def _load_in_background(settings: TrainerSettings, servicer: TrainerServicer, running: RunningServer) -> None:
-    try:
-        servicer.trainer = build_trainer(settings)
-    except Exception as error:
-        log.exception("the trainer could not start; it stays NOT_SERVING")
-        servicer.load_error = str(error)
-        return
-    running.set_serving(True)
-    log.info("serving on port %d", running.port)
-
-
 def build_scraper(settings: TrainerSettings):
     """Marks scrapes a previous trainer left running as interrupted, then starts the scrape workers (their own
     threads: a scrape never waits for training, nor training for a scrape)."""
@@ -115,7 +105,9 @@ def serve(settings: TrainerSettings) -> None:
 
     def start_up() -> None:
         _start_scraping(settings, scraping)  # first: it needs no model, so it is usable while the model loads
-        _load_in_background(settings, servicer, running)
+        serve_when_built(running, partial(build_trainer, settings), on_built=partial(setattr, servicer, "trainer"),
+                         on_failed=partial(setattr, servicer, "load_error"),
+                         failure="the trainer could not start; it stays NOT_SERVING")
 
     threading.Thread(target=start_up, daemon=True, name="trainer-start").start()
 
