@@ -97,3 +97,21 @@ def test_stop_hands_back_waiting_jobs_and_refuses_new_ones():
         queue.submit("late")
     with pytest.raises(Unavailable):
         queue.check_room()
+
+
+def test_resumed_jobs_keep_their_place_beyond_the_capacity_and_run_first():
+    recorder = Recorder()
+    queue = JobQueue(name="test", what="test", capacity=1, run=recorder.run,
+                     crashed=lambda job, error: recorder.crashed.append((job, str(error))),
+                     announce=lambda job, ahead: recorder.positions.append((job, ahead)))
+    for job in ("old-1", "old-2", "old-3"):  # recovery happens before the worker starts
+        queue.resume(job)
+    assert queue.waiting() == 3 and recorder.positions == [("old-1", 0), ("old-2", 1), ("old-3", 2)]
+    with pytest.raises(ResourceExhausted):
+        queue.submit("new")  # new work still meets the bound
+    queue.start()
+    recorder.gate.set()
+    for _ in range(3):
+        assert recorder.done.acquire(timeout=10)
+    assert recorder.ran == ["old-1", "old-2", "old-3"]
+    queue.stop(5, withdrawn=lambda job: None)

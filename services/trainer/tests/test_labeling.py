@@ -14,7 +14,7 @@ from imagineer_trainer.labelers.base import ImageLabels, LabelerUnavailable, Lab
 from imagineer_trainer.labelers.config import LabelingSettings
 from imagineer_trainer.labeling import LabelingRequest, LabelingService, write_labels
 from imagineer_trainer.labeling_catalog import LabelInfo
-from imagineer_trainer.labeling_jobs import COMPLETED, FAILED, RUNNING, LabelingStore, TargetImage
+from imagineer_trainer.labeling_jobs import COMPLETED, FAILED, INTERRUPTED, RUNNING, LabelingStore, TargetImage
 
 
 @dataclass
@@ -212,30 +212,80 @@ def test_validation(tmp_path):
     service.stop(5)
 
 
-def test_a_restart_marks_unfinished_labelings_failed_and_keeps_finished_ones(tmp_path):
-    catalog = FakeCatalog(images={"1": b"a", "2": b"b"}, albums={"A": ["1", "2"]})
-    gate = threading.Event()
-    service = make_service(tmp_path, catalog, FakeLabeler(gate=gate))
+class BlockingLabeler(FakeLabeler):
+    """Blocks on one image's bytes until released: a labeling caught half-way."""
+
+    def __init__(self, blocked: bytes) -> None:
+        super().__init__()
+        self.blocked, self.reached, self.release = blocked, threading.Event(), threading.Event()
+
+    def label(self, image):
+        if image == self.blocked:
+            self.reached.set()
+            self.release.wait(10)
+        return super().label(image)
+
+
+def restart(tmp_path, catalog, labeler=None) -> LabelingService:
+    """A new service on the same records, as a new trainer process would be."""
+    return make_service(tmp_path, catalog, labeler or FakeLabeler())
+
+
+def test_a_crashed_labeling_resumes_after_the_last_image_it_handled(tmp_path):
+    catalog = FakeCatalog(images={"1": b"a", "2": b"b", "3": b"c", "4": b"d"}, albums={"A": ["1", "2", "3", "4"]})
+    blocking = BlockingLabeler(blocked=b"c")
+    service = make_service(tmp_path, catalog, blocking)
     done = service.start(LabelingRequest("image", "1"))
-    gate.set()
     finish(service, done)
-    gate.clear()
     running = service.start(LabelingRequest("album", "A", request_id="again"))
-    for event in service.watch(running.id, 0, lambda: True):
-        if event.kind == "started":
-            break
-    assert running.state == RUNNING
-    # A crash: the worker never gets to write the end; a new service reads the records.
+    assert blocking.reached.wait(10) and running.state == RUNNING and running.images_done == 2
+
+    # A crash: the worker never gets further; a new service reads the records.
+    labeler = FakeLabeler()
     restarted = LabelingService(settings=LabelingSettings(default="anthropic"), catalog=catalog,
-                                store=LabelingStore(tmp_path / "labelings"), labelers={"anthropic": FakeLabeler()})
+                                store=LabelingStore(tmp_path / "labelings"), labelers={"anthropic": labeler})
     assert restarted.recover() == 1
-    again = restarted.get(running.id)
-    assert again.state == FAILED and "interrupted by a restart of the trainer after 0 of 2 images" in again.error
     assert restarted.get(done.id).state == COMPLETED and restarted.get(done.id).labeled == 1
-    assert [e.kind for e in restarted.watch(running.id, 0, lambda: True)] == ["finished"]
+    assert [e.kind for e in restarted.watch(done.id, 0, lambda: True)] == ["finished"]
+    restarted.start_worker()
+    events = finish(restarted, restarted.get(running.id))
+    assert [e.kind for e in events] == ["queued", "started", "image", "image", "finished"]
+    assert events[1].data == {"total_images": 4, "images_done": 2}
+    assert [e.data["index"] for e in events if e.kind == "image"] == [3, 4]
+    assert labeler.calls == [b"c", b"d"], "the images handled before the crash are not labeled again"
+    snapshot = events[-1].snapshot
+    assert snapshot.state == COMPLETED and (snapshot.images_done, snapshot.labeled) == (4, 4) and not snapshot.error
+    assert all(catalog.texts(i) == catalog.texts("1") for i in "234")
     assert restarted.start(LabelingRequest("album", "A", request_id="again")).id == running.id
-    gate.set()
+    blocking.release.set()
     service.stop(5)
+    restarted.stop(5)
+
+
+def test_a_stop_interrupts_running_and_waiting_labelings_and_the_next_start_finishes_both(tmp_path):
+    catalog = FakeCatalog(images={"1": b"a", "2": b"b", "3": b"c", "4": b"d"},
+                          albums={"A": ["1", "2", "3"], "B": ["4"]})
+    blocking = BlockingLabeler(blocked=b"b")
+    service = make_service(tmp_path, catalog, blocking)
+    first = service.start(LabelingRequest("album", "A"))
+    assert blocking.reached.wait(10)
+    second = service.start(LabelingRequest("album", "B"))
+    stopper = threading.Thread(target=service.stop, args=(10,))
+    stopper.start()
+    while not service.queue.stopping:
+        threading.Event().wait(0.01)
+    blocking.release.set()  # the running image finishes; the labeling stops before the next one
+    stopper.join(10)
+    assert (first.state, second.state) == (INTERRUPTED, INTERRUPTED)
+    assert "resumes on restart" in first.error and "resumes on restart" in second.error
+
+    restarted = restart(tmp_path, catalog)
+    finish(restarted, restarted.get(first.id))
+    finish(restarted, restarted.get(second.id))
+    again = [restarted.get(first.id), restarted.get(second.id)]
+    assert [(job.state, job.images_done, job.labeled) for job in again] == [(COMPLETED, 3, 3), (COMPLETED, 1, 1)]
+    assert all(catalog.texts(i) for i in "1234")
+    restarted.stop(5)
 
 
 def test_settings(monkeypatch, tmp_path):

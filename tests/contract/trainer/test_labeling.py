@@ -241,10 +241,9 @@ def test_the_local_captioner_labels_an_image_and_an_album_and_relabels_in_place(
 
 # --- restart ---------------------------------------------------------------------------------------------------------
 
-def test_a_restart_marks_an_unfinished_labeling_failed_with_the_reason(trainers, tmp_path, cat, api_fake):
+def test_a_crashed_labeling_resumes_on_restart_and_labels_each_image_once(trainers, tmp_path, cat, api_fake):
     album = cat.create_album("interrupted")
-    for _ in range(6):
-        cat.upload(album.id)
+    images = [cat.upload(album.id) for _ in range(6)]
     api_fake.delay_seconds = 0.5
     settings = {"IMAGINEER_TRAINER_LABELER_ANTHROPIC_API_KEY": API_KEY,
                 "IMAGINEER_TRAINER_LABELER_ANTHROPIC_BASE_URL": api_fake.base_url}
@@ -256,14 +255,23 @@ def test_a_restart_marks_an_unfinished_labeling_failed_with_the_reason(trainers,
         assert any(event.WhichOneof("event") == "image" for event in stream)
         stream.cancel()
     first.service.kill()  # a crash: nothing gets to record the end
+    asked_before = len(api_fake.requests)
+
     second = trainers(tmp_path / "trainer", **settings)
     with grpc.insecure_channel(second.service.address) as chan:
         own = labeling_service_pb2_grpc.LabelingServiceStub(chan)
-        after = own.GetLabeling(api.GetLabelingRequest(id=labeling.id), metadata=ADMIN_METADATA, timeout=10)
-        assert after.state == common_pb2.JOB_STATE_FAILED and after.total_images == 6
-        assert "interrupted by a restart of the trainer" in after.error_message
-        assert 1 <= after.summary.labeled < 6
-        assert [event.WhichOneof("event") for event in events(own, labeling.id)] == ["finished"]
+        seen = events(own, labeling.id)
+    kinds = [event.WhichOneof("event") for event in seen]
+    done_before = seen[kinds.index("started")].started.images_done
+    assert 1 <= done_before < 6, "it goes on after the images the first trainer finished"
+    assert kinds == ["queued", "started", *["image"] * (6 - done_before), "finished"]
+    assert [event.image.index for event in seen if event.HasField("image")] == list(range(done_before + 1, 7))
+    final = seen[-1].labeling
+    assert final.state == common_pb2.JOB_STATE_COMPLETED and not final.error_message, final.error_message
+    assert (final.total_images, final.images_done, final.summary.labeled) == (6, 6, 6)
+    assert len(api_fake.requests) - asked_before == 6 - done_before, "finished images are not sent again"
+    for image in images:  # the image the crash cut short was labeled again, which replaced its labels
+        assert len(by_type(labels(cat, image.id), res.LABEL_TYPE_CAPTION)) == 1
 
 
 # --- requests, errors, listing, auth ---------------------------------------------------------------------------------

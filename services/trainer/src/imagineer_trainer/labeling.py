@@ -124,28 +124,31 @@ class LabelingService:
     # --- life cycle --------------------------------------------------------------------------------------------
 
     def recover(self) -> int:
-        """Loads the recorded labelings; those a stop or crash left unfinished are marked FAILED with the reason
-        (they are not resumed: starting the labeling again relabels its images). Returns how many were."""
-        interrupted = 0
+        """Loads the recorded labelings; those a stop or crash left unfinished go back to the queue, in the order
+        they were started, and go on after the last image they handled (the image a crash cut short is labeled
+        again, which replaces its labels). Returns how many were resumed."""
+        resumed = 0
         for job in self.store.load():
-            if job.state not in ENDED or job.state == INTERRUPTED:
-                interrupted += 1
-                job.state, job.ended_at = FAILED, job.ended_at or job.created_at
-                job.error = (f"interrupted by a restart of the trainer after {job.images_done} of {len(job.images)} "
-                             "images (labels already written are kept); start the labeling again to finish it")
-                self.store.save(job)
-            # A late watcher of an old labeling gets its end at once.
-            job.log.append("finished", {"state": job.state, "reason": job.error}, job.snapshot(), final=True)
             self.registry.add(job)
-        return interrupted
+            if job.state in ENDED and job.state != INTERRUPTED:
+                # A late watcher of an old labeling gets its end at once.
+                job.log.append("finished", {"state": job.state, "reason": job.error}, job.snapshot(), final=True)
+                continue
+            job.requeue()
+            self.store.save(job)
+            self.queue.resume(job)
+            log.info("labeling %s resumes after %d of %d images", job.id, job.images_done, len(job.images))
+            resumed += 1
+        return resumed
 
     def start_worker(self) -> None:
         self.queue.start()
 
     def stop(self, grace_seconds: float) -> None:
-        """The running labeling stops after its current image and is marked INTERRUPTED, waiting ones too."""
+        """The running labeling stops after its current image and is marked INTERRUPTED, waiting ones too; the next
+        start of the trainer resumes them."""
         self.queue.stop(grace_seconds, withdrawn=lambda job: self._end(
-            job, INTERRUPTED, "the trainer shut down before this labeling started"))
+            job, INTERRUPTED, "the trainer shut down before this labeling started; it resumes on restart"))
 
     def close(self) -> None:
         for labeler in self._labelers.values():
@@ -244,13 +247,14 @@ class LabelingService:
         job.start()
         self.store.save(job)
         total = len(job.images)
-        for index, target in enumerate(job.images, start=1):
+        for index, target in enumerate(job.images[job.images_done:], start=job.images_done + 1):
             if job.cancel_requested.is_set():
                 self._end(job, CANCELLED, f"cancelled by request after {index - 1} of {total} images; the labels "
                                           "already written are kept")
                 return
             if self.queue.stopping:
-                self._end(job, INTERRUPTED, f"the trainer shut down after {index - 1} of {total} images")
+                self._end(job, INTERRUPTED, f"the trainer shut down after {index - 1} of {total} images; it "
+                                            "resumes on restart")
                 return
             try:
                 self._label_one(job, index, target, labeler)

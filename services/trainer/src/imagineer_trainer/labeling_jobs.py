@@ -111,8 +111,13 @@ class LabelingJob:
 
     def start(self) -> None:
         with self._lock:
-            self.state, self.started_at = RUNNING, now()
-            self.emit("started", total_images=len(self.images))
+            self.state, self.started_at = RUNNING, self.started_at or now()
+            self.emit("started", total_images=len(self.images), images_done=self.images_done)
+
+    def requeue(self) -> None:
+        """Back to the queue after a restart of the trainer, keeping what it did: it goes on with the next image."""
+        with self._lock:
+            self.state, self.error, self.ended_at = QUEUED, "", None
 
     def record(self, index: int, image_id: str, outcome: str, reason: str = "", **details) -> None:
         """One image handled: the counts, the problem list and the event change together."""

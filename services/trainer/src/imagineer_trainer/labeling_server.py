@@ -56,6 +56,7 @@ def event_message(event: Event[LabelingSnapshot]) -> api.WatchLabelingResponse:
         message.queued.queue_position = data["queue_position"]
     elif event.kind == "started":
         message.started.total_images = data["total_images"]
+        message.started.images_done = data.get("images_done", 0)
     elif event.kind == "image":
         message.image.CopyFrom(api.ImageLabeledEvent(
             image_id=data["image_id"], index=data["index"], outcome=OUTCOMES[data["outcome"]], reason=data["reason"],
@@ -126,7 +127,7 @@ def build_labeling(settings: TrainerSettings) -> LabelingServicer:
         log.exception("labeling could not start")
         return LabelingServicer(load_error=f"{type(error).__name__}: {error}")
     if interrupted:
-        log.warning("%d labelings were interrupted by the last stop and are marked failed", interrupted)
+        log.warning("%d labelings were interrupted by the last stop; they resume", interrupted)
     service.start_worker()
     log.info("labeling ready; labelers: %s (default %s)", ", ".join(settings.labeling.available()) or "none",
              settings.labeling.default or "none")
