@@ -115,7 +115,8 @@ def serve(settings: TrainerSettings) -> None:
         # Running scrapes stop before their next request and are marked interrupted (they are not resumed).
         if scraping.scraper is not None:
             scraping.scraper.stop(SHUTDOWN_GRACE_SECONDS)
-        # The running training checkpoints and is marked interrupted; the next start resumes it.
+        # The running labeling stops after its image, the running training checkpoints; both are marked
+        # interrupted and the next start resumes them.
         labeling.stop(SHUTDOWN_GRACE_SECONDS)
         if servicer.trainer is not None:
             servicer.trainer.supervisor.stop(SHUTDOWN_GRACE_SECONDS)
