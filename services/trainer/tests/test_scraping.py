@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import io
 import ipaddress
+import socket
 import threading
+import time
 
 import pytest
 from PIL import Image
@@ -88,6 +90,30 @@ def test_a_rate_limited_wait_ends_at_once_on_stop():
     stop.set()
     with pytest.raises(Stopped):
         limiter.wait("example.org", stop)
+
+
+def test_a_stop_ends_a_request_to_a_silent_server_without_waiting_for_its_timeout():
+    """A server that accepts and never answers: the scrape's cancel must not wait the 30 s timeout out."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted = []
+    threading.Thread(target=lambda: accepted.append(listener.accept()), daemon=True).start()
+    port = listener.getsockname()[1]
+    fetcher = Fetcher(AddressGuard(parse_networks(["127.0.0.0/8"])), HostRateLimiter(0), user_agent="test",
+                      timeout_seconds=30)
+    stop = threading.Event()
+    threading.Timer(0.5, stop.set).start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(Stopped):
+            fetcher.get(f"http://127.0.0.1:{port}/slow", max_bytes=100, stop=stop)
+        waited = time.monotonic() - started
+    finally:
+        fetcher.close()
+        listener.close()
+        for connection, _ in accepted:
+            connection.close()
+    assert accepted, "the request reached the server"
+    assert waited < 15, f"the stop took {waited:.1f} s: it waited for the request's timeout"
 
 
 # --- robots.txt --------------------------------------------------------------------------------------------------

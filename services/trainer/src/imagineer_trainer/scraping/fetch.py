@@ -1,10 +1,13 @@
 """HTTP GET for a scrape: guarded addresses, redirects followed by hand (each hop checked again), per-host
-rate limiting, timeouts, size limits, and a stop that takes effect between chunks.
+rate limiting, timeouts, size limits, and a stop that takes effect at once, even while a server is silent.
 
 The connection goes to the address the guard checked (the URL's host is replaced by it), while the Host
 header and the TLS server name stay the original host name, so certificates are verified as usual and a
 DNS answer that changes between check and connect (rebinding) has no effect. Proxies from the environment
 are ignored: they would connect on our behalf to addresses we never checked.
+
+Each exchange runs on a helper thread while the caller waits on it and on the stop: a cancelled scrape does
+not wait for a silent server's timeout. The abandoned exchange ends by itself (at its timeout at the latest).
 """
 
 from __future__ import annotations
@@ -12,8 +15,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import SplitResult, urljoin, urlsplit
 
 import httpx
 
@@ -22,6 +27,7 @@ from imagineer_trainer.scraping.addresses import AddressGuard, BlockedAddress
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 MAX_REDIRECTS = 5
 READ_CHUNK = 64 * 1024
+STOP_POLL_SECONDS = 0.1
 
 
 class Stopped(Exception):
@@ -70,8 +76,11 @@ class Fetcher:
         self.user_agent = user_agent
         self._client = httpx.Client(trust_env=False, follow_redirects=False, timeout=httpx.Timeout(timeout_seconds),
                                     headers={"User-Agent": user_agent}, verify=True)
+        # Threads for the exchanges: one runs at a time per scrape; a second one covers an abandoned exchange.
+        self._exchanges = ThreadPoolExecutor(max_workers=2, thread_name_prefix="scrape-http")
 
     def close(self) -> None:
+        self._exchanges.shutdown(wait=False, cancel_futures=True)
         self._client.close()
 
     def get(self, url: str, *, max_bytes: int, stop: threading.Event,
@@ -96,23 +105,32 @@ class Fetcher:
             if stop.is_set():
                 raise Stopped()
             self.limiter.wait(parts.hostname, stop)
-            target = httpx.URL(url).copy_with(host=address)
-            extensions = {"sni_hostname": parts.hostname} if parts.scheme == "https" else {}
-            try:
-                with self._client.stream("GET", target, headers={"Host": parts.netloc.rsplit("@", 1)[-1]},
-                                         extensions=extensions) as response:
-                    location = response.headers.get("location")
-                    if response.status_code in REDIRECTS and location:
-                        url = urljoin(url, location.strip())
-                        continue
-                    if response.status_code >= 400 and not accept_errors:
-                        raise FetchError("http_error", f"{url}: HTTP {response.status_code}")
-                    body = self._read(response, url, max_bytes, stop)
-                    content_type = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-                    return Response(url=url, status=response.status_code, content_type=content_type, body=body)
-            except httpx.HTTPError as error:
-                raise FetchError("http_error", f"{url}: {type(error).__name__}: {error}") from None
+            exchange = self._exchanges.submit(self._exchange, url, parts, address, max_bytes, stop, accept_errors)
+            answer = _wait(exchange, stop)
+            if isinstance(answer, str):  # a redirect: the next hop is checked like the first
+                url = answer
+                continue
+            return answer
         raise FetchError("http_error", f"{url}: more than {MAX_REDIRECTS} redirects")
+
+    def _exchange(self, url: str, parts: SplitResult, address: str, max_bytes: int, stop: threading.Event,
+                  accept_errors: bool) -> Response | str:
+        """One request to the checked ``address``: the response, or the absolute URL a redirect points to."""
+        target = httpx.URL(url).copy_with(host=address)
+        extensions = {"sni_hostname": parts.hostname} if parts.scheme == "https" else {}
+        try:
+            with self._client.stream("GET", target, headers={"Host": parts.netloc.rsplit("@", 1)[-1]},
+                                     extensions=extensions) as response:
+                location = response.headers.get("location")
+                if response.status_code in REDIRECTS and location:
+                    return urljoin(url, location.strip())
+                if response.status_code >= 400 and not accept_errors:
+                    raise FetchError("http_error", f"{url}: HTTP {response.status_code}")
+                body = self._read(response, url, max_bytes, stop)
+                content_type = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+                return Response(url=url, status=response.status_code, content_type=content_type, body=body)
+        except httpx.HTTPError as error:
+            raise FetchError("http_error", f"{url}: {type(error).__name__}: {error}") from None
 
     @staticmethod
     def _read(response: httpx.Response, url: str, max_bytes: int, stop: threading.Event) -> bytes:
@@ -129,3 +147,14 @@ class Fetcher:
                 raise FetchError("too_large", f"{url}: more than the limit of {max_bytes} bytes")
             parts.append(chunk)
         return b"".join(parts)
+
+
+def _wait(exchange: Future, stop: threading.Event) -> Response | str:
+    """The exchange's result, or Stopped as soon as ``stop`` is set (the exchange is left to end by itself)."""
+    while True:
+        try:
+            return exchange.result(timeout=STOP_POLL_SECONDS)
+        except FutureTimeout:
+            if stop.is_set():
+                exchange.cancel()
+                raise Stopped() from None
