@@ -176,7 +176,7 @@ def test_saved_lora_loads_into_a_fresh_model(tiny_models_dir, tmp_path, examples
     assert np.array_equal(render(fresh), base)
 
 
-def test_saved_lora_metadata_lists_target_modules_in_sorted_order(tiny_models_dir, tmp_path, examples):
+def test_saved_lora_metadata_is_sorted_and_names_the_base_model(tiny_models_dir, tmp_path, examples):
     """peft keeps target_modules in a set, whose order follows the process's hash seed; the file must not, so
     that identical trainings in different processes write byte-identical weights."""
     import json
@@ -193,6 +193,9 @@ def test_saved_lora_metadata_lists_target_modules_in_sorted_order(tiny_models_di
     assert set(modules) == {"unet.target_modules", "text_encoder.target_modules"}, sorted(adapters)
     for listed in modules.values():
         assert len(listed) > 1 and listed == sorted(listed)
+    # The base model by name: the file does not carry this machine's folders.
+    assert str(tiny_models_dir) not in metadata["lora_adapter_metadata"]
+    assert adapters["text_encoder.base_model_name_or_path"] == model.name
 
 
 def test_release_restores_the_base_model(tiny_models_dir, tmp_path, examples):

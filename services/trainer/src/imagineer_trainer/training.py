@@ -333,14 +333,15 @@ class LoraTrainer:
             "unet_lora_layers": convert_state_dict_to_diffusers(
                 get_peft_model_state_dict(self.unet, adapter_name=ADAPTER_NAME)
             ),
-            "unet_lora_adapter_metadata": _stable_metadata(self.unet.peft_config[ADAPTER_NAME].to_dict()),
+            "unet_lora_adapter_metadata": _stable_metadata(self.unet.peft_config[ADAPTER_NAME].to_dict(),
+                                                           self.model.name),
         }
         if self.config.train_text_encoder:
             options["text_encoder_lora_layers"] = convert_state_dict_to_diffusers(
                 get_peft_model_state_dict(self.text_encoder, adapter_name=ADAPTER_NAME)
             )
             options["text_encoder_lora_adapter_metadata"] = _stable_metadata(
-                self.text_encoder.peft_config[ADAPTER_NAME].to_dict())
+                self.text_encoder.peft_config[ADAPTER_NAME].to_dict(), self.model.name)
         scratch = Path(tempfile.mkdtemp(prefix=".lora-", dir=target_dir))
         try:
             StableDiffusionPipeline.save_lora_weights(
@@ -676,7 +677,11 @@ def get_adapter_keys(module: Any) -> set[str]:
     return set(get_peft_model_state_dict(module, adapter_name=ADAPTER_NAME))
 
 
-def _stable_metadata(config: dict[str, Any]) -> dict[str, Any]:
-    """The adapter config with its sets (peft's target_modules) as sorted lists: a set's order changes with
-    each process's hash seed, and identical trainings should write byte-identical files."""
-    return {key: sorted(value) if isinstance(value, (set, frozenset)) else value for key, value in config.items()}
+def _stable_metadata(config: dict[str, Any], base_model: str) -> dict[str, Any]:
+    """The adapter config as the file keeps it: sets (peft's target_modules) as sorted lists, because a set's order
+    changes with each process's hash seed and identical trainings should write byte-identical files; and the base
+    model by its name, not the folder it was loaded from on this machine."""
+    stable = {key: sorted(value) if isinstance(value, (set, frozenset)) else value for key, value in config.items()}
+    if stable.get("base_model_name_or_path"):
+        stable["base_model_name_or_path"] = base_model
+    return stable
