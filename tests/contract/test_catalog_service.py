@@ -133,13 +133,30 @@ def test_sigterm_stops_the_catalog_cleanly(tmp_path):
             upload_image(stub, png_bytes(seed=30200), ADMIN_METADATA, filename="before-stop.png")
         started = time.monotonic()
         service.process.send_signal(signal.SIGTERM)
-        code = service.process.wait(timeout=10)
+        try:
+            code = service.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            service.dump_stacks()
+            pytest.fail(f"the catalog did not stop within 10 s of SIGTERM; its log and stacks:\n{service.logs()}")
         elapsed = time.monotonic() - started
     finally:
         service.kill()
     assert code == 0, service.logs()
     assert elapsed < 5, f"took {elapsed:.1f}s to stop"
     assert "Traceback" not in service.logs()
+
+
+def test_sigusr1_writes_every_threads_stack_to_the_log_and_the_catalog_goes_on(tmp_path):
+    service = catalog_process(tmp_path).start()
+    try:
+        service.dump_stacks()
+        with grpc.insecure_channel(service.address) as channel:
+            stub = catalog_service_pb2_grpc.CatalogServiceStub(channel)
+            upload_image(stub, png_bytes(seed=30201), ADMIN_METADATA, filename="after-dump.png")
+        logs = service.logs()
+    finally:
+        service.stop()
+    assert "Current thread" in logs and "wait_for_termination" in logs, logs
 
 
 def test_default_database_is_a_sqlite_file_in_the_data_dir(tmp_path):

@@ -77,8 +77,15 @@ class ServiceProcess:
         try:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired:
+            self.dump_stacks()
             self.process.kill()
             return self.process.wait()
+
+    def dump_stacks(self) -> None:
+        """Has a stuck service write its threads' stacks into its log (the services register SIGUSR1 for it)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGUSR1)
+            time.sleep(1.0)
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:

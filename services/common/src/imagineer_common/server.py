@@ -3,6 +3,7 @@ optional TLS, Prometheus metrics and a plaintext health-only port, and a gracefu
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import signal
 import threading
@@ -136,6 +137,8 @@ def wait_for_termination(running: RunningServer, *, grace_seconds: float = 10.0,
     ``on_stop`` runs after the server has stopped.
     """
     stop = threading.Event()
+    # `kill -USR1 <pid>` writes every thread's stack to stderr: how to see where a stuck service waits.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
 
     def request_stop(signum, _frame):
         log.info("received %s; shutting down", signal.Signals(signum).name)
