@@ -125,7 +125,7 @@ class LabelingService:
 
     def recover(self) -> int:
         """Loads the recorded labelings; those a stop or crash left unfinished go back to the queue, in the order
-        they were started, and go on after the last image they handled (the image a crash cut short is labeled
+        they were asked for, and go on after the last image they handled (the image a crash cut short is labeled
         again, which replaces its labels). Returns how many were resumed."""
         resumed = 0
         for job in self.store.load():
