@@ -107,6 +107,8 @@ def test_a_stop_ends_a_request_to_a_silent_server_without_waiting_for_its_timeou
         with pytest.raises(Stopped):
             fetcher.get(f"http://127.0.0.1:{port}/slow", max_bytes=100, stop=stop)
         waited = time.monotonic() - started
+        abandoned = [thread for thread in threading.enumerate() if thread.name == "scrape-http"]
+        assert abandoned and all(thread.daemon for thread in abandoned), "an abandoned request never delays exit"
     finally:
         fetcher.close()
         listener.close()

@@ -7,7 +7,8 @@ DNS answer that changes between check and connect (rebinding) has no effect. Pro
 are ignored: they would connect on our behalf to addresses we never checked.
 
 Each exchange runs on a helper thread while the caller waits on it and on the stop: a cancelled scrape does
-not wait for a silent server's timeout. The abandoned exchange ends by itself (at its timeout at the latest).
+not wait for a silent server's timeout. The abandoned exchange ends by itself (at its timeout at the latest);
+its thread is a daemon, so it never holds up the trainer's exit either.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
+from functools import partial
 from urllib.parse import SplitResult, urljoin, urlsplit
 
 import httpx
@@ -76,11 +78,8 @@ class Fetcher:
         self.user_agent = user_agent
         self._client = httpx.Client(trust_env=False, follow_redirects=False, timeout=httpx.Timeout(timeout_seconds),
                                     headers={"User-Agent": user_agent}, verify=True)
-        # Threads for the exchanges: one runs at a time per scrape; a second one covers an abandoned exchange.
-        self._exchanges = ThreadPoolExecutor(max_workers=2, thread_name_prefix="scrape-http")
 
     def close(self) -> None:
-        self._exchanges.shutdown(wait=False, cancel_futures=True)
         self._client.close()
 
     def get(self, url: str, *, max_bytes: int, stop: threading.Event,
@@ -105,8 +104,8 @@ class Fetcher:
             if stop.is_set():
                 raise Stopped()
             self.limiter.wait(parts.hostname, stop)
-            exchange = self._exchanges.submit(self._exchange, url, parts, address, max_bytes, stop, accept_errors)
-            answer = _wait(exchange, stop)
+            exchange = partial(self._exchange, url, parts, address, max_bytes, stop, accept_errors)
+            answer = _wait(_in_background(exchange), stop)
             if isinstance(answer, str):  # a redirect: the next hop is checked like the first
                 url = answer
                 continue
@@ -147,6 +146,22 @@ class Fetcher:
                 raise FetchError("too_large", f"{url}: more than the limit of {max_bytes} bytes")
             parts.append(chunk)
         return b"".join(parts)
+
+
+def _in_background(work: Callable[[], Response | str]) -> Future:
+    """Runs ``work`` on a daemon thread; its result or exception arrives in the returned future."""
+    future: Future = Future()
+
+    def run() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(work())
+        except BaseException as error:  # handed to the waiting caller, who raises it
+            future.set_exception(error)
+
+    threading.Thread(target=run, daemon=True, name="scrape-http").start()
+    return future
 
 
 def _wait(exchange: Future, stop: threading.Event) -> Response | str:
