@@ -17,7 +17,8 @@ from imagineer.catalog.v1 import catalog_service_pb2 as catalog_api
 from imagineer.catalog.v1 import resources_pb2 as res
 from imagineer.common.v1 import common_pb2
 from imagineer_client import cli
-from imagineer_client.demo import ROWS, DemoSettings, run_demo
+from imagineer_client.client import Lora
+from imagineer_client.demo import ROWS, DemoSettings, run_demo, same_pixels
 
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = DemoSettings(images_per_row=2, generation_steps=8, training_steps=24, rank=4, seed=77)
@@ -103,6 +104,31 @@ def test_the_lora_is_published_and_changes_the_image(story, client):
     assert with_lora.generation.seed == without.generation.seed
     assert with_lora.sha256 != without.sha256
     assert [lora.artifact_id for lora in with_lora.generation.loras] == [story.artifact_id]
+
+
+def test_a_lora_downloaded_and_uploaded_again_paints_the_same_picture(platform, story, client, tmp_path, capsys):
+    """The way out to other tools and back in: `imagineer artifacts download`, then `upload` as a LoRA made
+    elsewhere, then generate with it exactly as the demo did with the trained one."""
+    common = ["--catalog", platform.catalog.address, "--token", ADMIN_TOKEN, "--json", "artifacts"]
+    assert cli.main([*common, "download", story.artifact_id, "--out", str(tmp_path)]) == 0
+    downloaded = Path(json.loads(capsys.readouterr().out)["path"])
+    trained = client.get_artifact(story.artifact_id)
+    assert downloaded.parent == tmp_path and downloaded.stat().st_size == trained.size_bytes
+
+    assert cli.main([*common, "upload", str(downloaded), "--name", "from elsewhere"]) == 0
+    uploaded = json.loads(capsys.readouterr().out)
+    assert not uploaded.get("already_existed"), "no training run made this one: it is an artifact of its own"
+    copy = client.get_artifact(uploaded["artifact"]["id"])
+    assert copy.id != trained.id and copy.sha256 == trained.sha256 and not copy.training_run_id
+
+    original = client.get_image(story.lora_image_id).generation
+    (lora,) = original.loras
+    job = client.generate_and_wait(original.prompt, negative_prompt=original.negative_prompt, seed=original.seed,
+                                   steps=original.steps, guidance_scale=original.guidance_scale,
+                                   scheduler=original.scheduler, width=original.width, height=original.height,
+                                   loras=[Lora(copy.id, lora.weight)])
+    assert job.state == common_pb2.JOB_STATE_COMPLETED, job.error_message
+    assert same_pixels(client, job.images[0].image_id, story.lora_image_id)
 
 
 def test_validation_images_landed_in_their_album(story, client):

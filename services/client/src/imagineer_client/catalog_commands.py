@@ -35,7 +35,7 @@ IMPORT_OUTCOME_NAMES = {value: name.removeprefix("IMPORT_OUTCOME_").lower()
 LABEL_TYPE_NAMES = {value: name.removeprefix("LABEL_TYPE_").lower() for name, value in catalog_pb2.LabelType.items()}
 
 
-def _emit(args, console: Console, messages, table: Table | None) -> None:
+def emit(args, console: Console, messages, table: Table | None) -> None:
     """Prints protobuf messages as JSON for scripts, or the table for people."""
     if args.json:
         documents = [json_format.MessageToDict(message) for message in messages]
@@ -80,7 +80,7 @@ def _label_table(labels: list[catalog_pb2.Label]) -> Table:
 def _images_list(args, console: Console) -> int:
     with client_from_args(args) as client:
         images = client.list_images(album_id=args.album, limit=args.limit)
-    _emit(args, console, images, _image_table(images))
+    emit(args, console, images, _image_table(images))
     return EXIT_OK
 
 
@@ -129,7 +129,7 @@ def _images_update(args, console: Console) -> int:
         return EXIT_BAD_INPUT
     with client_from_args(args) as client:
         image = client.update_image(args.id, **fields)
-    _emit(args, console, [image], _image_table([image]))
+    emit(args, console, [image], _image_table([image]))
     return EXIT_OK
 
 
@@ -151,7 +151,7 @@ def _albums_list(args, console: Console) -> int:
     filters = {"is_training_source": True} if args.training_sources else {}
     with client_from_args(args) as client:
         albums = client.list_albums(limit=args.limit, **filters)
-    _emit(args, console, albums, _album_table(albums))
+    emit(args, console, albums, _album_table(albums))
     return EXIT_OK
 
 
@@ -159,7 +159,7 @@ def _albums_create(args, console: Console) -> int:
     with client_from_args(args) as client:
         album = client.create_album(args.name, description=args.description, is_public=args.public,
                                     is_training_source=args.training_source)
-    _emit(args, console, [album], _album_table([album]))
+    emit(args, console, [album], _album_table([album]))
     return EXIT_OK
 
 
@@ -181,7 +181,7 @@ def _albums_add(args, console: Console) -> int:
     with client_from_args(args) as client:
         client.add_to_album(args.id, args.image_ids, args.position)
         album = client.get_album(args.id)
-    _emit(args, console, [album], _album_table([album]))
+    emit(args, console, [album], _album_table([album]))
     return EXIT_OK
 
 
@@ -189,14 +189,14 @@ def _albums_remove(args, console: Console) -> int:
     with client_from_args(args) as client:
         client.remove_from_album(args.id, args.image_ids)
         album = client.get_album(args.id)
-    _emit(args, console, [album], _album_table([album]))
+    emit(args, console, [album], _album_table([album]))
     return EXIT_OK
 
 
 def _albums_training_source(args, console: Console) -> int:
     with client_from_args(args) as client:
         album = client.update_album(args.id, is_training_source=not args.off)
-    _emit(args, console, [album], _album_table([album]))
+    emit(args, console, [album], _album_table([album]))
     return EXIT_OK
 
 
@@ -216,14 +216,14 @@ def _albums_delete(args, console: Console) -> int:
 def _labels_list(args, console: Console) -> int:
     with client_from_args(args) as client:
         labels = client.list_labels(args.image_id)
-    _emit(args, console, labels, _label_table(labels))
+    emit(args, console, labels, _label_table(labels))
     return EXIT_OK
 
 
 def _labels_add(args, console: Console) -> int:
     with client_from_args(args) as client:
         label = client.add_label(args.image_id, args.text, LABEL_TYPES[args.type])
-    _emit(args, console, [label], _label_table([label]))
+    emit(args, console, [label], _label_table([label]))
     return EXIT_OK
 
 
@@ -268,7 +268,7 @@ def _import(args, console: Console) -> int:
 
 def _backup(args, console: Console) -> int:
     target = Path(args.file)
-    with client_from_args(args) as client, _transfer_bar(console, args.json, "backing up") as (progress, task):
+    with client_from_args(args) as client, transfer_bar(console, args.json, "backing up") as (progress, task):
         manifest = client.backup(target, on_bytes=lambda done: progress.update(task, completed=done))
     _print_manifest(args, console, manifest, f"backed up to {target}")
     return EXIT_OK
@@ -279,7 +279,7 @@ def _restore(args, console: Console) -> int:
     if not source.is_file():
         console.print(f"[red]error:[/red] file: {source} does not exist")
         return EXIT_BAD_INPUT
-    with client_from_args(args) as client, _transfer_bar(console, args.json, "restoring") as (progress, task):
+    with client_from_args(args) as client, transfer_bar(console, args.json, "restoring") as (progress, task):
         progress.update(task, total=source.stat().st_size)
         manifest = client.restore(source, on_bytes=lambda done: progress.update(task, completed=done))
     _print_manifest(args, console, manifest, f"restored from {source}")
@@ -287,7 +287,7 @@ def _restore(args, console: Console) -> int:
 
 
 @contextmanager
-def _transfer_bar(console: Console, quiet: bool, description: str):
+def transfer_bar(console: Console, quiet: bool, description: str):
     """A byte-count bar; yields the Progress and its task for the caller to update."""
     columns = (TextColumn(description), BarColumn(), DownloadColumn(), TransferSpeedColumn())
     with Progress(*columns, console=console, transient=True, disable=quiet) as progress:

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from imagineer.common.v1 import common_pb2
 from imagineer.generator.v1 import generator_service_pb2 as api
-from imagineer_client import catalog_commands, label_commands, scrape_commands
+from imagineer_client import artifact_commands, catalog_commands, label_commands, scrape_commands
 from imagineer_client.client import Imagineer, ImagineerError, Lora, client_from_args
 from imagineer_client.progress import follow_generation, follow_training
 from imagineer_common.env import SettingError
@@ -281,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     runs_cancel.set_defaults(handler=_runs_cancel)
 
     catalog_commands.add_commands(commands)
+    artifact_commands.add_commands(commands)
     label_commands.add_commands(commands)
     scrape_commands.add_commands(commands)
     _accept_global_options_after_commands(parser)

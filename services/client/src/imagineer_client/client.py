@@ -348,6 +348,76 @@ class Imagineer:
 
         return self._call(self.catalog.RestoreCatalog, messages()).manifest
 
+    # --- catalog: artifacts (trained LoRAs and other weights) -------------------------------------------------
+
+    def list_artifacts(self, *, kind: str = "", training_run_id: str = "", limit: int = 50
+                       ) -> list[catalog_pb2.Artifact]:
+        """Artifacts newest first, up to ``limit``; ``kind`` is "lora", "checkpoint" or "other"."""
+        request = catalog_api.ListArtifactsRequest(kind=artifact_kind(kind) if kind else 0,
+                                                   training_run_id=training_run_id)
+        return self._collect(self.catalog.ListArtifacts, request, "artifacts", limit)
+
+    def get_artifact(self, artifact_id: str) -> catalog_pb2.Artifact:
+        return self._call(self.catalog.GetArtifact, catalog_api.GetArtifactRequest(id=artifact_id))
+
+    def delete_artifact(self, artifact_id: str) -> None:
+        self._call(self.catalog.DeleteArtifact, catalog_api.DeleteArtifactRequest(id=artifact_id))
+
+    def upload_artifact(self, source: Path, *, name: str, kind: str = "lora", base_model: str = "", rank: int = 0,
+                        metadata: dict[str, str] | None = None,
+                        on_bytes: Callable[[int], None] | None = None) -> catalog_api.UploadArtifactResponse:
+        """Stores a weights file (for example a LoRA made elsewhere) in the catalog; the same bytes uploaded again
+        return the artifact stored the first time (``already_existed``)."""
+        source = Path(source)
+        digest, size = hashlib.sha256(), 0
+        with source.open("rb") as handle:
+            while chunk := handle.read(1024 * 1024):
+                digest.update(chunk)
+                size += len(chunk)
+        header = catalog_api.ArtifactUploadMetadata(
+            name=name, kind=artifact_kind(kind), filename=source.name, base_model=base_model, rank=rank,
+            metadata=metadata or {}, expected_size_bytes=size, expected_sha256=digest.hexdigest())
+        sent = 0
+
+        def messages():
+            nonlocal sent
+            yield catalog_api.UploadArtifactRequest(metadata=header)
+            with source.open("rb") as handle:
+                while chunk := handle.read(UPLOAD_CHUNK_BYTES):
+                    sent += len(chunk)
+                    if on_bytes:
+                        on_bytes(sent)
+                    yield catalog_api.UploadArtifactRequest(chunk_data=chunk)
+
+        return self._call(self.catalog.UploadArtifact, messages())
+
+    def download_artifact(self, artifact_id: str, target: Path, *,
+                          on_bytes: Callable[[int], None] | None = None) -> catalog_api.FileInfo:
+        """Writes an artifact's file to ``target`` (whole and checked against its sha256, or not at all)."""
+        target = Path(target)
+        partial = target.with_name(f".{target.name}.partial")
+        digest, received, info = hashlib.sha256(), 0, None
+        try:
+            with partial.open("wb") as handle:
+                for message in self.catalog.DownloadArtifact(catalog_api.DownloadArtifactRequest(id=artifact_id),
+                                                             metadata=self.metadata):
+                    if message.WhichOneof("payload") == "info":
+                        info = message.info
+                        continue
+                    handle.write(message.chunk_data)
+                    digest.update(message.chunk_data)
+                    received += len(message.chunk_data)
+                    if on_bytes:
+                        on_bytes(received)
+            if info is None or info.sha256 != digest.hexdigest():
+                raise ImagineerError("the artifact arrived incomplete or damaged; nothing was written")
+            partial.replace(target)
+        except grpc.RpcError as error:
+            raise ImagineerError.from_rpc(error) from None
+        finally:
+            partial.unlink(missing_ok=True)
+        return info
+
     def _collect(self, method, request, field: str, limit: int) -> list:
         """Follows page tokens until ``limit`` items or the last page."""
         items: list = []
@@ -456,6 +526,15 @@ class Imagineer:
                 scraping_api.WatchScrapeRequest(id=scrape_id, after_sequence=after_sequence), metadata=self.metadata)
         except grpc.RpcError as error:
             raise ImagineerError.from_rpc(error) from None
+
+
+def artifact_kind(name: str) -> int:
+    """The ArtifactKind of "lora", "checkpoint" or "other"."""
+    try:
+        return catalog_pb2.ArtifactKind.Value(f"ARTIFACT_KIND_{name.upper()}")
+    except ValueError:
+        raise ImagineerError(f"unknown artifact kind {name!r}: lora, checkpoint or other",
+                             grpc.StatusCode.INVALID_ARGUMENT) from None
 
 
 def _service_name(module, service: str) -> str:

@@ -258,7 +258,7 @@ class TrainingCatalog(CatalogClient):
             for start in range(0, len(data), CHUNK_BYTES):
                 yield api.UploadArtifactRequest(chunk_data=data[start:start + CHUNK_BYTES])
 
-        # Idempotent: the same bytes return the first artifact.
+        # Idempotent: the same bytes for the same run (or for no run) return the first artifact.
         return self._call_patiently("UploadArtifact", self._stub.UploadArtifact, requests).artifact.id
 
 
