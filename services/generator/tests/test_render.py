@@ -127,17 +127,18 @@ def test_a_lone_image_is_the_same_in_both_modes(tiny_model):
 def test_plain_batching_changes_pixels_by_a_rounding_step_at_most(tiny_model, scheduler):
     """exact=False, the plain batched call: close to the lone image, NOT byte-identical.
 
-    Measured on this CPU (torch 2.13, 2 threads), a batch of 2 or 4 against the lone image: every scheduler
-    differs by one level (of 255) for some seeds; ddim in about 5 % of the values, the others in a handful. The
-    convolutions round differently for another batch size, and guidance over 10 steps amplifies that to about 0.003
-    in the latents. In a batch of three, two identical entries can even differ from each other. The same batch (same
-    prompts, seeds and order) reproduces its images byte for byte.
+    Measured with torch 2.13 on 2 threads, a batch of 2 or 4 against the lone image: every scheduler differs by a
+    level or a few (of 255) for some seeds; ddim in about 5 % of the values, the others in a handful. How far
+    depends on the CPU's kernels: at most 1 level on one machine, 3 for ddim on an AMD EPYC. The convolutions round
+    differently for another batch size, and guidance over 10 steps amplifies that to about 0.003 in the latents. In
+    a batch of three, two identical entries can even differ from each other. The same batch (same prompts, seeds
+    and order) reproduces its images byte for byte.
     """
     settings = _settings(scheduler)
     alone = np.asarray(_one(tiny_model, prompt="a red cat", seed=5, settings=settings)).astype(int)
     batch = render(tiny_model, settings=settings, exact=False, **BATCH)
     difference = np.abs(alone - np.asarray(batch[1]).astype(int))
-    assert difference.max() <= 2, f"{scheduler}: batching changed pixels by up to {difference.max()}"
+    assert difference.max() <= 6, f"{scheduler}: batching changed pixels by up to {difference.max()}"
     assert (difference > 0).mean() < 0.2
     again = render(tiny_model, settings=settings, exact=False, **BATCH)
     assert [_png(image) for image in again] == [_png(image) for image in batch]
