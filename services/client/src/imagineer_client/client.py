@@ -310,28 +310,9 @@ class Imagineer:
 
     def backup(self, target: Path, *, on_bytes: Callable[[int], None] | None = None) -> catalog_api.BackupManifest:
         """Downloads a consistent backup of the whole catalog to ``target`` (written whole or not at all)."""
-        target = Path(target)
-        partial = target.with_name(f".{target.name}.partial")
-        digest, received, manifest = hashlib.sha256(), 0, None
-        try:
-            with partial.open("wb") as handle:
-                for message in self.catalog.BackupCatalog(catalog_api.BackupCatalogRequest(), metadata=self.metadata):
-                    if message.WhichOneof("payload") == "manifest":
-                        manifest = message.manifest
-                        continue
-                    handle.write(message.chunk_data)
-                    digest.update(message.chunk_data)
-                    received += len(message.chunk_data)
-                    if on_bytes:
-                        on_bytes(received)
-            if manifest is None or manifest.archive_sha256 != digest.hexdigest():
-                raise ImagineerError("the backup stream ended early or arrived damaged; nothing was written")
-            partial.replace(target)
-        except grpc.RpcError as error:
-            raise ImagineerError.from_rpc(error) from None
-        finally:
-            partial.unlink(missing_ok=True)
-        return manifest
+        stream = self.catalog.BackupCatalog(catalog_api.BackupCatalogRequest(), metadata=self.metadata)
+        return _save_stream(stream, Path(target), header="manifest", sha256_of=lambda m: m.archive_sha256,
+                            what="the backup stream", on_bytes=on_bytes)
 
     def restore(self, source: Path, *, on_bytes: Callable[[int], None] | None = None) -> catalog_api.BackupManifest:
         """Uploads a backup archive into the catalog, which must be empty."""
@@ -394,29 +375,10 @@ class Imagineer:
     def download_artifact(self, artifact_id: str, target: Path, *,
                           on_bytes: Callable[[int], None] | None = None) -> catalog_api.FileInfo:
         """Writes an artifact's file to ``target`` (whole and checked against its sha256, or not at all)."""
-        target = Path(target)
-        partial = target.with_name(f".{target.name}.partial")
-        digest, received, info = hashlib.sha256(), 0, None
-        try:
-            with partial.open("wb") as handle:
-                for message in self.catalog.DownloadArtifact(catalog_api.DownloadArtifactRequest(id=artifact_id),
-                                                             metadata=self.metadata):
-                    if message.WhichOneof("payload") == "info":
-                        info = message.info
-                        continue
-                    handle.write(message.chunk_data)
-                    digest.update(message.chunk_data)
-                    received += len(message.chunk_data)
-                    if on_bytes:
-                        on_bytes(received)
-            if info is None or info.sha256 != digest.hexdigest():
-                raise ImagineerError("the artifact arrived incomplete or damaged; nothing was written")
-            partial.replace(target)
-        except grpc.RpcError as error:
-            raise ImagineerError.from_rpc(error) from None
-        finally:
-            partial.unlink(missing_ok=True)
-        return info
+        stream = self.catalog.DownloadArtifact(catalog_api.DownloadArtifactRequest(id=artifact_id),
+                                               metadata=self.metadata)
+        return _save_stream(stream, Path(target), header="info", sha256_of=lambda info: info.sha256,
+                            what="the artifact", on_bytes=on_bytes)
 
     def _collect(self, method, request, field: str, limit: int) -> list:
         """Follows page tokens until ``limit`` items or the last page."""
@@ -526,6 +488,33 @@ class Imagineer:
                 scraping_api.WatchScrapeRequest(id=scrape_id, after_sequence=after_sequence), metadata=self.metadata)
         except grpc.RpcError as error:
             raise ImagineerError.from_rpc(error) from None
+
+
+def _save_stream(stream, target: Path, *, header: str, sha256_of: Callable, what: str,
+                 on_bytes: Callable[[int], None] | None):
+    """Writes the ``chunk_data`` of a download stream to ``target``, whole and matching the sha256 that its
+    ``header`` message gives, or not at all (a hidden partial file until then); returns that header."""
+    partial = target.with_name(f".{target.name}.partial")
+    digest, received, first = hashlib.sha256(), 0, None
+    try:
+        with partial.open("wb") as handle:
+            for message in stream:
+                if message.WhichOneof("payload") == header:
+                    first = getattr(message, header)
+                    continue
+                handle.write(message.chunk_data)
+                digest.update(message.chunk_data)
+                received += len(message.chunk_data)
+                if on_bytes:
+                    on_bytes(received)
+        if first is None or sha256_of(first) != digest.hexdigest():
+            raise ImagineerError(f"{what} ended early or arrived damaged; nothing was written")
+        partial.replace(target)
+    except grpc.RpcError as error:
+        raise ImagineerError.from_rpc(error) from None
+    finally:
+        partial.unlink(missing_ok=True)
+    return first
 
 
 def artifact_kind(name: str) -> int:
