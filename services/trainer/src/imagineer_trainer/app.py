@@ -112,7 +112,7 @@ def serve(settings: TrainerSettings) -> None:
     threading.Thread(target=start_up, daemon=True, name="trainer-start").start()
 
     def finish_work() -> None:
-        # Running scrapes stop before their next request and are marked interrupted (they are not resumed).
+        # Running scrapes stop at once and are marked interrupted (they are not resumed).
         if scraping.scraper is not None:
             scraping.scraper.stop(SHUTDOWN_GRACE_SECONDS)
         # The running labeling stops after its image, the running training checkpoints; both are marked
