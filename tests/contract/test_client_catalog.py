@@ -192,3 +192,13 @@ def test_backup_needs_an_admin(catalog, tmp_path):
             anonymous.backup(tmp_path / "x.tar")
     assert error.value.code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
     assert not (tmp_path / "x.tar").exists()
+
+
+def test_images_delete_says_what_it_deleted(catalog, capsys, client):
+    doomed = [client.upload_image(png_bytes(24, 16, seed=seed), f"doomed{seed}.png") for seed in (301, 302)]
+    ids = [image.id for image in doomed]
+    assert run_json(catalog, capsys, "images", "delete", *ids) == {"deleted": ids}
+    for image_id in ids:
+        with pytest.raises(ImagineerError) as caught:
+            client.get_image(image_id)
+        assert caught.value.code == grpc.StatusCode.NOT_FOUND

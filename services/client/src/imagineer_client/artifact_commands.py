@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from imagineer.catalog.v1 import resources_pb2 as catalog_pb2
-from imagineer_client.catalog_commands import emit, transfer_bar
+from imagineer_client.catalog_commands import delete_each, emit, transfer_bar
 from imagineer_client.client import client_from_args
 
 EXIT_OK, EXIT_BAD_INPUT = 0, 2
@@ -126,13 +126,7 @@ def _upload(args, console: Console) -> int:
 
 def _delete(args, console: Console) -> int:
     with client_from_args(args) as client:
-        for artifact_id in args.ids:
-            client.delete_artifact(artifact_id)
-            if not args.json:
-                console.print(f"deleted artifact {artifact_id}")
-    if args.json:
-        print(json.dumps({"deleted": args.ids}))
-    return EXIT_OK
+        return delete_each(args, console, client.delete_artifact, "artifact")
 
 
 def add_commands(commands) -> None:

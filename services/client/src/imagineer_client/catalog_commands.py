@@ -133,15 +133,20 @@ def _images_update(args, console: Console) -> int:
     return EXIT_OK
 
 
-def _images_delete(args, console: Console) -> int:
-    with client_from_args(args) as client:
-        for image_id in args.ids:
-            client.delete_image(image_id)
-            if not args.json:
-                console.print(f"deleted image {image_id}")
+def delete_each(args, console: Console, delete, what: str) -> int:
+    """Deletes ``args.ids`` one by one with ``delete``, saying so for each (or once, as JSON)."""
+    for item_id in args.ids:
+        delete(item_id)
+        if not args.json:
+            console.print(f"deleted {what} {item_id}")
     if args.json:
         print(json.dumps({"deleted": args.ids}))
     return EXIT_OK
+
+
+def _images_delete(args, console: Console) -> int:
+    with client_from_args(args) as client:
+        return delete_each(args, console, client.delete_image, "image")
 
 
 # --- albums ----------------------------------------------------------------------------------------------------
