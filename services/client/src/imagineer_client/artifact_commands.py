@@ -87,8 +87,7 @@ def _download(args, console: Console) -> int:
         if target.exists() and not args.force:
             console.print(f"[red]error:[/red] out: {target} exists; give --force to replace it")
             return EXIT_BAD_INPUT
-        with transfer_bar(console, args.json, "downloading") as (progress, task):
-            progress.update(task, total=artifact.size_bytes)
+        with transfer_bar(console, args.json, "downloading", artifact.size_bytes) as (progress, task):
             client.download_artifact(args.id, target, on_bytes=lambda done: progress.update(task, completed=done))
     if args.json:
         print(json.dumps({"artifact": json_format.MessageToDict(artifact), "path": str(target)}, indent=2))
@@ -106,8 +105,8 @@ def _upload(args, console: Console) -> int:
         console.print(f"[red]error:[/red] file: {source} cannot be a LoRA: {problem}")
         return EXIT_BAD_INPUT
     name = args.name or source.stem
-    with client_from_args(args) as client, transfer_bar(console, args.json, "uploading") as (progress, task):
-        progress.update(task, total=source.stat().st_size)
+    with client_from_args(args) as client, transfer_bar(console, args.json, "uploading",
+                                                        source.stat().st_size) as (progress, task):
         reply = client.upload_artifact(source, name=name, kind=args.kind, base_model=args.base_model, rank=args.rank,
                                        on_bytes=lambda done: progress.update(task, completed=done))
     artifact = reply.artifact

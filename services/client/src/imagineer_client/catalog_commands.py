@@ -284,19 +284,20 @@ def _restore(args, console: Console) -> int:
     if not source.is_file():
         console.print(f"[red]error:[/red] file: {source} does not exist")
         return EXIT_BAD_INPUT
-    with client_from_args(args) as client, transfer_bar(console, args.json, "restoring") as (progress, task):
-        progress.update(task, total=source.stat().st_size)
+    with client_from_args(args) as client, transfer_bar(console, args.json, "restoring",
+                                                        source.stat().st_size) as (progress, task):
         manifest = client.restore(source, on_bytes=lambda done: progress.update(task, completed=done))
     _print_manifest(args, console, manifest, f"restored from {source}")
     return EXIT_OK
 
 
 @contextmanager
-def transfer_bar(console: Console, quiet: bool, description: str):
-    """A byte-count bar; yields the Progress and its task for the caller to update."""
+def transfer_bar(console: Console, quiet: bool, description: str, total: int | None = None):
+    """A byte-count bar (of ``total`` bytes, when known); yields the Progress and its task for the caller to
+    update."""
     columns = (TextColumn(description), BarColumn(), DownloadColumn(), TransferSpeedColumn())
     with Progress(*columns, console=console, transient=True, disable=quiet) as progress:
-        yield progress, progress.add_task("transfer", total=None)
+        yield progress, progress.add_task("transfer", total=total)
 
 
 def _print_manifest(args, console: Console, manifest, what: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -30,10 +32,7 @@ def follow_generation(client: Imagineer, job, console: Console, *, quiet: bool):
 
 def follow_training(client: Imagineer, training, console: Console, *, quiet: bool):
     """A live bar: step of total, loss and the estimate to the end."""
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-               TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True, disable=quiet) as progress:
-        task = progress.add_task("training", total=training.total_steps or None, info="")
+    with _counting_bar(console, quiet, "training", training.total_steps) as (progress, task):
         for event in client.watch_training(training.id):
             training = event.training
             kind = event.WhichOneof("event")
@@ -51,10 +50,7 @@ def follow_training(client: Imagineer, training, console: Console, *, quiet: boo
 def follow_labeling(client: Imagineer, labeling: labeling_api.Labeling, console: Console, *,
                     quiet: bool) -> labeling_api.Labeling:
     """A live bar: images handled of total, with the counts so far."""
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-               TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True, disable=quiet) as progress:
-        task = progress.add_task("labeling", total=labeling.total_images or None, info="")
+    with _counting_bar(console, quiet, "labeling", labeling.total_images) as (progress, task):
         for event in client.watch_labeling(labeling.id):
             labeling = event.labeling
             kind = event.WhichOneof("event")
@@ -66,3 +62,12 @@ def follow_labeling(client: Imagineer, labeling: labeling_api.Labeling, console:
                                 total=labeling.total_images,
                                 info=f"{summary.labeled} labeled, {summary.failed} failed, {summary.skipped} skipped")
     return labeling
+
+
+@contextmanager
+def _counting_bar(console: Console, quiet: bool, description: str, total: int):
+    """One bar of done-of-total with a free ``info`` text beside it; yields the Progress and its task."""
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True, disable=quiet) as progress:
+        yield progress, progress.add_task(description, total=total or None, info="")

@@ -69,19 +69,20 @@ class JobQueue(Generic[J]):
             self._require_room()
             if admit is not None:
                 admit()
-            self._waiting.append(job)
-            if self._announce is not None:
-                self._announce(job, len(self._waiting) - 1 + self._running)
-            self._changed.notify_all()
+            self._enqueue(job)
 
     def resume(self, job: J) -> None:
         """Queues a job a previous process accepted (recovery at start-up): it had its place already, so the
         capacity does not apply."""
         with self._changed:
-            self._waiting.append(job)
-            if self._announce is not None:
-                self._announce(job, len(self._waiting) - 1 + self._running)
-            self._changed.notify_all()
+            self._enqueue(job)
+
+    def _enqueue(self, job: J) -> None:
+        """Appends ``job``, tells it its place and wakes a worker. Caller holds ``_changed``."""
+        self._waiting.append(job)
+        if self._announce is not None:
+            self._announce(job, len(self._waiting) - 1 + self._running)
+        self._changed.notify_all()
 
     def withdraw(self, job: J) -> bool:
         """Takes a job that has not started out of the queue; False when it was not waiting."""
